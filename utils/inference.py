@@ -1,0 +1,28 @@
+"""Whole-image inference: encode once, query the output grid in chunks."""
+from typing import Sequence
+
+import torch
+
+from utils.coord import make_cell, make_coord
+
+
+@torch.no_grad()
+def batched_predict(model: torch.nn.Module, inp: torch.Tensor, coord: torch.Tensor,
+                    cell: torch.Tensor, bsize: int = 30000) -> torch.Tensor:
+    """model(inp, coord, cell) with the queries split into chunks of `bsize`: (N, Q, 3)."""
+    model.gen_feat(inp)
+    preds = [model.query_rgb(coord[:, i:i + bsize], cell[:, i:i + bsize])
+             for i in range(0, coord.shape[1], bsize)]
+    return torch.cat(preds, dim=1)
+
+
+@torch.no_grad()
+def upscale(model: torch.nn.Module, inp: torch.Tensor, size: Sequence[int],
+            bsize: int = 30000) -> torch.Tensor:
+    """Query the full H x W pixel grid of inp (N, 3, h, w), normalised space in and out: (N, 3, H, W)."""
+    h, w = size
+    coord = make_coord((h, w), device=inp.device)
+    cell = make_cell(coord, (h, w))
+    n = inp.shape[0]
+    pred = batched_predict(model, inp, coord.expand(n, -1, -1), cell.expand(n, -1, -1), bsize)
+    return pred.view(n, h, w, -1).permute(0, 3, 1, 2)
