@@ -55,7 +55,7 @@ def test_registry_lists_every_model():
 
 
 def test_registry_unknown_name_lists_registered():
-    with pytest.raises(UserError, match=r"unknown model 'edsr-huge'.*edsr-baseline.*liif"):
+    with pytest.raises(UserError, match=r"unknown model 'edsr-huge'; registered: .*edsr-baseline.*liif"):
         models.make({'name': 'edsr-huge', 'args': {}})
 
 
