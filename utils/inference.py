@@ -26,3 +26,22 @@ def upscale(model: torch.nn.Module, inp: torch.Tensor, size: Sequence[int],
     n = inp.shape[0]
     pred = batched_predict(model, inp, coord.expand(n, -1, -1), cell.expand(n, -1, -1), bsize)
     return pred.view(n, h, w, -1).permute(0, 3, 1, 2)
+
+
+@torch.no_grad()
+def iter_upscale_bands(model: torch.nn.Module, inp: torch.Tensor, size: Sequence[int],
+                       bsize: int = 30000):
+    """Yield (row0, band (N, 3, rows, W)) covering the H x W output top to bottom, normalised space.
+
+    Only one band is alive at a time, so callers can write huge outputs into a uint8 buffer.
+    """
+    h, w = size
+    n = inp.shape[0]
+    rows = max(1, bsize // w)
+    model.gen_feat(inp)
+    for r0 in range(0, h, rows):
+        r1 = min(h, r0 + rows)
+        coord = make_coord((h, w), ranges=None, flatten=False, device=inp.device)[r0:r1].reshape(-1, 2)
+        cell = make_cell(coord, (h, w))
+        pred = model.query_rgb(coord.expand(n, -1, -1), cell.expand(n, -1, -1))
+        yield r0, pred.view(n, r1 - r0, w, -1).permute(0, 3, 1, 2)
