@@ -3,7 +3,7 @@ from typing import Sequence
 
 import torch
 
-from utils.coord import make_cell, make_coord
+from utils.coord import coord_seq, make_cell, make_coord
 
 
 @torch.no_grad()
@@ -39,9 +39,10 @@ def iter_upscale_bands(model: torch.nn.Module, inp: torch.Tensor, size: Sequence
     n = inp.shape[0]
     rows = max(1, bsize // w)
     model.gen_feat(inp)
+    row_c, col_c = coord_seq(h, device=inp.device), coord_seq(w, device=inp.device)
     for r0 in range(0, h, rows):
         r1 = min(h, r0 + rows)
-        coord = make_coord((h, w), ranges=None, flatten=False, device=inp.device)[r0:r1].reshape(-1, 2)
+        coord = torch.stack(torch.meshgrid(row_c[r0:r1], col_c, indexing='ij'), dim=-1).view(-1, 2)
         cell = make_cell(coord, (h, w))
         pred = model.query_rgb(coord.expand(n, -1, -1), cell.expand(n, -1, -1))
         yield r0, pred.view(n, r1 - r0, w, -1).permute(0, 3, 1, 2)
