@@ -106,20 +106,33 @@ def imresize(img: torch.Tensor, scale: Optional[Scale] = None,
     return x.to(torch.uint8) if quantise else x
 
 
+class RowResizer:
+    """imresize(img, size=size) of a float image, computed for any range of output rows on demand.
+
+    Only the source rows a range needs are touched, so a huge output never exists as one float
+    tensor. Float images only: uint8's per-pass rounding would make bands depend on the pass order.
+    """
+
+    def __init__(self, img: torch.Tensor, size: Sequence[int]):
+        if not img.is_floating_point():
+            raise TypeError("RowResizer takes floating-point images")
+        self.img = img
+        (h, w), (sh, sw) = _output_size(img.shape[-2:], None, size)
+        self.size = (h, w)
+        self.idx_h, self.w_h = contributions(img.shape[-2], h, sh)
+        self.idx_w, self.w_w = contributions(img.shape[-1], w, sw)
+
+    def __call__(self, r0: int, r1: int) -> torch.Tensor:
+        """Output rows r0 (inclusive) to r1 (exclusive): (..., r1 - r0, W_out)."""
+        dim_h = self.img.dim() - 2
+        band = _resize_axis(self.img, dim_h, self.idx_h[r0:r1], self.w_h[r0:r1], False)
+        return _resize_axis(band, dim_h + 1, self.idx_w, self.w_w, False)
+
+
 def iter_imresize_bands(img: torch.Tensor, size: Sequence[int], rows: int
                         ) -> Iterator[Tuple[int, torch.Tensor]]:
-    """Yield (row0, band (..., rows, W_out)) of imresize(img, size=size) for a float image, top to bottom.
-
-    Only the source rows a band needs are touched, so a huge output never exists as one float tensor.
-    Float images only: uint8's per-pass rounding would depend on the pass order.
-    """
-    if not img.is_floating_point():
-        raise TypeError("iter_imresize_bands takes floating-point images")
-    (h, w), (sh, sw) = _output_size(img.shape[-2:], None, size)
-    idx_h, w_h = contributions(img.shape[-2], h, sh)
-    idx_w, w_w = contributions(img.shape[-1], w, sw)
-    dim_h, dim_w = img.dim() - 2, img.dim() - 1
-    for r0 in range(0, h, max(1, rows)):
-        r1 = min(h, r0 + max(1, rows))
-        band = _resize_axis(img, dim_h, idx_h[r0:r1], w_h[r0:r1], False)
-        yield r0, _resize_axis(band, dim_w, idx_w, w_w, False)
+    """Yield (row0, band (..., rows, W_out)) of imresize(img, size=size) for a float image, top to bottom."""
+    resizer = RowResizer(img, size)
+    rows = max(1, rows)
+    for r0 in range(0, resizer.size[0], rows):
+        yield r0, resizer(r0, min(resizer.size[0], r0 + rows))
