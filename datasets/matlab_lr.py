@@ -11,6 +11,7 @@ import tempfile
 from typing import List, Optional, Sequence
 
 import numpy as np
+import torch
 from PIL import Image
 
 from datasets.image_folder import list_images
@@ -21,7 +22,7 @@ from utils.imresize import imresize
 log = logging.getLogger(__name__)
 
 
-def matlab_lr(hr, scale: int):
+def matlab_lr(hr: torch.Tensor, scale: int) -> torch.Tensor:
     """LR of a uint8 HR image (3, H, W): crop to a multiple of `scale`, then MATLAB bicubic by 1/scale."""
     h, w = hr.shape[-2] // scale * scale, hr.shape[-1] // scale * scale
     if h == 0 or w == 0:

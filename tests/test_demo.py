@@ -63,7 +63,7 @@ def test_resolution_and_alpha(files):
     got = np.asarray(Image.open(out))
     assert Image.open(out).mode == 'RGBA' and got.shape == (47, 33, 4)
     # alpha is upscaled on its own with (MATLAB) bicubic
-    alpha = np.asarray(Image.open(files['dir'] / 'rgba.png'))[..., 3]
+    alpha = np.array(Image.open(files['dir'] / 'rgba.png'))[..., 3]
     ref = imresize(torch.from_numpy(alpha).double() / 255, size=(47, 33)).clamp(0, 1).mul(255).round().numpy()
     assert np.abs(got[..., 3] - ref).max() <= 1
     rgb = _whole_grid(files['model'], np.asarray(Image.open(files['dir'] / 'rgba.png'))[..., :3], 47, 33)

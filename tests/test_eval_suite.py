@@ -1,7 +1,6 @@
 """scripts/eval_suite.py: one checkpoint (or bicubic) on a suite, markdown table + JSON."""
 import json
 import os
-import shutil
 
 import pytest
 import torch

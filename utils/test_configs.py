@@ -3,7 +3,7 @@
 x2-x4 read the published MATLAB-bicubic LR folders; above x4 the HR image is downscaled on the
 fly ('pil' reproduces the paper's numbers, 'matlab' is the MATLAB-exact alternative).
 """
-from typing import Any, Dict
+from typing import Any, Dict, Tuple
 
 from utils.errors import UserError
 
@@ -21,7 +21,7 @@ def config_name(dataset: str, scale: int) -> str:
     return f"test-{dataset.lower()}-{scale}.yaml"
 
 
-def _folders(dataset: str, scale: int):
+def _folders(dataset: str, scale: int) -> Tuple[str, str]:
     """(HR folder, LR_bicubic folder) of a dataset at the original ./load paths."""
     if dataset.lower() == 'div2k':
         return './load/div2k/DIV2K_valid_HR', f'./load/div2k/DIV2K_valid_LR_bicubic/X{scale}'
