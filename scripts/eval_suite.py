@@ -61,11 +61,10 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
 def render_markdown(report: Dict[str, Any]) -> str:
     """The results as a markdown table: rows = datasets, columns = scales, 'PSNR / SSIM'."""
     scales = report['scales']
-    proto = parse_eval_type(f"{report['suite']}-2")
+    on_y = report['suite'] == 'benchmark'  # LIIF.md: benchmarks on Y, shave s; DIV2K on RGB, shave s + 6
     lines = [f"# {report['suite']} evaluation: {report['method']}", '',
-             f"PSNR (dB) / SSIM. PSNR on {'Y' if proto.y_channel else 'RGB'}, shave "
-             f"{'s' if proto.y_channel else 's + 6'} px; SSIM on Y, same shave; outputs clamped to "
-             f"[0, 1], not rounded.", '',
+             f"PSNR (dB) / SSIM. PSNR on {'Y' if on_y else 'RGB'}, shave {'s' if on_y else 's + 6'} px; "
+             f"SSIM on Y, same shave; outputs clamped to [0, 1], not rounded.", '',
              "| Dataset | " + " | ".join(f"x{s}" for s in scales) + " |",
              "|---|" + "---|" * len(scales)]
     for name, row in report['results'].items():
