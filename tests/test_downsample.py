@@ -7,8 +7,12 @@ import torch
 import datasets
 from datasets.downsample import downsample
 from tests.conftest import shared_path
+from tests.helpers import one_thread  # noqa: F401  (fixture)
 from utils.errors import UserError
 from utils.image import read_rgb_u8, u8_to_float
+
+# one intra-op thread: on the small shared test machines two threads thrash
+pytestmark = pytest.mark.usefixtures('one_thread')
 
 
 def test_matlab_method_reproduces_rcan_lr():

@@ -8,8 +8,12 @@ import torch
 from PIL import Image
 
 from tests.conftest import shared_path
+from tests.helpers import one_thread  # noqa: F401  (fixture)
 from utils.image import read_rgb_u8
 from utils.imresize import imresize, iter_imresize_bands
+
+# one intra-op thread: on the small shared test machines two threads thrash
+pytestmark = pytest.mark.usefixtures('one_thread')
 
 
 def _rcan_pairs(scale):

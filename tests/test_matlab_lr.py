@@ -3,13 +3,18 @@ import os
 import shutil
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
 from datasets.matlab_lr import ensure_matlab_lr, matlab_lr
 from tests.conftest import shared_path
+from tests.helpers import one_thread  # noqa: F401  (fixture)
 from utils.image import read_rgb_u8
 from utils.imresize import imresize
+
+# one intra-op thread: on the small shared test machines two threads thrash
+pytestmark = pytest.mark.usefixtures('one_thread')
 
 
 def test_generated_folder_equals_published_lr_and_is_reused(tmp_path, caplog):

@@ -6,8 +6,12 @@ import pytest
 import torch
 
 from tests.conftest import shared_path
+from tests.helpers import one_thread  # noqa: F401  (fixture)
 from utils.image import read_rgb_u8
 from utils.metrics import gaussian_1d, psnr, rgb_to_y, ssim
+
+# one intra-op thread: on the small shared test machines two threads thrash
+pytestmark = pytest.mark.usefixtures('one_thread')
 
 # RCAN (Zhang et al., ECCV 2018), Table: Set5, BI degradation
 RCAN_SET5 = {2: (38.27, 0.9614), 3: (34.74, 0.9299), 4: (32.63, 0.9002)}

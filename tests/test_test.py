@@ -6,11 +6,14 @@ import torch
 import yaml
 
 from tests.conftest import shared_path
-from tests.helpers import ENCODER_ONLY, ROOT, TINY_LIIF, error_lines, run_script, save_model
+from tests.helpers import (ENCODER_ONLY, ROOT, TINY_LIIF, error_lines, one_thread,  # noqa: F401
+                           run_script, save_model)
 from utils.evaluation import bicubic_predictor, evaluate, liif_predictor, make_test_loader, parse_eval_type
 from utils.sr_model import load_sr_model
 
 CPU = torch.device('cpu')
+
+pytestmark = pytest.mark.usefixtures('one_thread')  # in-process parts: see tests/helpers.py
 
 
 def _printed(stdout: str) -> dict:
