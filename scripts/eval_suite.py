@@ -1,0 +1,152 @@
+"""Evaluate one checkpoint (or MATLAB bicubic) on a whole suite; write a markdown table and JSON.
+
+    python scripts/eval_suite.py --model CKPT --suite benchmark --sets Set5,Set14 --scales 2,3,4,6,8 --out DIR
+    python scripts/eval_suite.py --bicubic --suite div2k --data-root /data --out DIR
+
+Rows are datasets, columns scales, cells 'PSNR / SSIM', like Tables 1 and 2 of the paper.
+"""
+import argparse
+import json
+import logging
+import os
+import sys
+import tempfile
+from typing import Any, Dict, List, Optional
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from utils.cli import run_cli  # noqa: E402
+from utils.errors import UserError  # noqa: E402
+from utils.evaluation import (bicubic_predictor, evaluate, liif_predictor, make_test_loader,  # noqa: E402
+                              parse_eval_type, parse_root_override)
+from utils.sr_model import load_sr_model, select_device  # noqa: E402
+from utils.test_configs import (BENCHMARK_SCALES, BENCHMARK_SETS, DIV2K_SCALES, PAIRED_SCALES,  # noqa: E402
+                                RESIZE_METHODS, paper_test_config)
+
+log = logging.getLogger('eval_suite')
+
+
+def _int_list(text: str) -> List[int]:
+    try:
+        values = [int(v) for v in text.split(',') if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected integers separated by commas, not {text!r}") from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive integers, not {text!r}")
+    return values
+
+
+def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
+    """Command-line arguments."""
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument('--model', help="checkpoint of a LIIF or MetaSR model")
+    what.add_argument('--bicubic', action='store_true', help="evaluate MATLAB bicubic upsampling instead")
+    p.add_argument('--suite', choices=('benchmark', 'div2k'), required=True)
+    p.add_argument('--sets', default=None, help=f"benchmark sets (default {','.join(BENCHMARK_SETS)})")
+    p.add_argument('--scales', type=_int_list, default=None,
+                   help="scales (default: the paper's for the suite)")
+    p.add_argument('--resize', choices=RESIZE_METHODS, default='pil',
+                   help="LR above x4: PIL bicubic as the paper (default) or MATLAB's")
+    p.add_argument('--out', required=True, help="folder for <suite>.md and <suite>.json")
+    p.add_argument('--data-root', action='append', default=[], metavar='[OLD=]NEW',
+                   help="replace the dataset path prefix OLD (default ./load) by NEW; repeatable")
+    p.add_argument('--lr-cache', default='./load/_lr_cache',
+                   help="where LR images generated for a missing LR_bicubic folder are kept")
+    p.add_argument('--gpu', default=None, help="CUDA device number; the CPU when absent or unavailable")
+    p.add_argument('--eval-bsize', type=int, default=None, help="queries per model call (default 30000)")
+    return p.parse_args(argv)
+
+
+def render_markdown(report: Dict[str, Any]) -> str:
+    """The results as a markdown table: rows = datasets, columns = scales, 'PSNR / SSIM'."""
+    scales = report['scales']
+    on_y = report['suite'] == 'benchmark'  # LIIF.md: benchmarks on Y, shave s; DIV2K on RGB, shave s + 6
+    lines = [f"# {report['suite']} evaluation: {report['method']}", '',
+             f"PSNR (dB) / SSIM. PSNR on {'Y' if on_y else 'RGB'}, shave {'s' if on_y else 's + 6'} px; "
+             f"SSIM on Y, same shave; outputs clamped to [0, 1], not rounded.", '',
+             "| Dataset | " + " | ".join(f"x{s}" for s in scales) + " |",
+             "|---|" + "---|" * len(scales)]
+    for name, row in report['results'].items():
+        cells = [f"{row[str(s)]['psnr']:.2f} / {row[str(s)]['ssim']:.4f}" for s in scales]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    paired = [s for s in scales if s in PAIRED_SCALES]
+    other = [s for s in scales if s not in PAIRED_SCALES]
+    lines.append('')
+    if paired:
+        lines.append(f"LR x{', x'.join(map(str, paired))}: MATLAB bicubic (LR_bicubic folders; generated "
+                     f"from HR with the MATLAB-exact resize where missing).")
+    if other:
+        lines.append(f"LR x{', x'.join(map(str, other))}: {report['resize'].upper()} bicubic downscale of "
+                     f"the HR image{' (as in the paper)' if report['resize'] == 'pil' else ''}.")
+    return '\n'.join(lines) + '\n'
+
+
+def _write_atomic(path: str, text: str) -> None:
+    """Write text to a temporary file beside path, then rename."""
+    fd, tmp = tempfile.mkstemp(prefix='.' + os.path.basename(path) + '.', suffix='.tmp',
+                               dir=os.path.dirname(os.path.abspath(path)))
+    try:
+        with os.fdopen(fd, 'w') as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    """Evaluate every (dataset, scale) of the suite, then write and print the table."""
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format='%(levelname)s %(name)s: %(message)s')
+    if args.suite == 'div2k':
+        if args.sets is not None:
+            raise UserError("--sets applies to the benchmark suite only")
+        names = ['DIV2K']
+    else:
+        names = [n.strip() for n in (args.sets or ','.join(BENCHMARK_SETS)).split(',') if n.strip()]
+    scales = args.scales or list(DIV2K_SCALES if args.suite == 'div2k' else BENCHMARK_SCALES)
+    if args.eval_bsize is not None and args.eval_bsize < 1:
+        raise UserError(f"--eval-bsize must be positive, not {args.eval_bsize}")
+    overrides = [parse_root_override(t) for t in args.data_root]
+    try:
+        os.makedirs(args.out, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"cannot create output folder {args.out}: {e.strerror}") from None
+    device = select_device(args.gpu)
+
+    # build every loader first: a missing folder fails before any long evaluation
+    jobs = []
+    for name in names:
+        for s in scales:
+            cfg = paper_test_config(name.lower() if args.suite == 'div2k' else name, s, args.resize)
+            protocol = parse_eval_type(cfg['eval_type'])
+            jobs.append((name, s, cfg, protocol, make_test_loader(cfg['test_dataset'], protocol, args.lr_cache,
+                                                                  overrides)))
+    if args.bicubic:
+        predict, method = bicubic_predictor(), 'Bicubic (MATLAB imresize of the LR)'
+    else:
+        model = load_sr_model(args.model, device)
+        predict = None
+        method = f"`{os.path.basename(args.model)}`"
+
+    results: Dict[str, Dict[str, Any]] = {}
+    for name, s, cfg, protocol, loader in jobs:
+        if not args.bicubic:
+            predict = liif_predictor(model, cfg['data_norm'], args.eval_bsize or cfg['eval_bsize'])
+        res = evaluate(predict, loader, protocol, device, with_ssim=True, desc=f"{name} x{s}")
+        res['lr'] = 'matlab' if s in PAIRED_SCALES else args.resize
+        log.info("%s x%d: PSNR %.4f, SSIM %.4f (%d images)", name, s, res['psnr'], res['ssim'], res['images'])
+        results.setdefault(name, {})[str(s)] = res
+
+    report = {'method': method, 'model': None if args.bicubic else os.path.abspath(args.model),
+              'suite': args.suite, 'scales': scales, 'resize': args.resize, 'results': results}
+    table = render_markdown(report)
+    _write_atomic(os.path.join(args.out, f"{args.suite}.json"), json.dumps(report, indent=2) + '\n')
+    _write_atomic(os.path.join(args.out, f"{args.suite}.md"), table)
+    print(table, end='')
+
+
+if __name__ == '__main__':
+    run_cli(lambda: main(sys.argv[1:]))

@@ -1,0 +1,54 @@
+"""Evaluate a checkpoint with the paper's protocol: python test.py --config CFG --model CKPT."""
+import argparse
+import logging
+import sys
+from typing import List, Optional
+
+from utils.cli import run_cli
+from utils.config import load_config
+from utils.errors import UserError
+from utils.evaluation import (evaluate, liif_predictor, make_test_loader, parse_eval_type,
+                              parse_root_override)
+from utils.sr_model import load_sr_model, select_device
+
+log = logging.getLogger('test')
+
+
+def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
+    """Command-line arguments."""
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument('--config', required=True, help="test config (configs/test/*.yaml)")
+    p.add_argument('--model', required=True, help="checkpoint of a LIIF or MetaSR model")
+    p.add_argument('--gpu', default=None, help="CUDA device number; the CPU when absent or unavailable")
+    p.add_argument('--eval-bsize', type=int, default=None,
+                   help="queries per model call (default: the config's eval_bsize)")
+    p.add_argument('--data-root', action='append', default=[], metavar='[OLD=]NEW',
+                   help="replace the dataset path prefix OLD (default ./load) by NEW; repeatable")
+    p.add_argument('--lr-cache', default='./load/_lr_cache',
+                   help="where LR images generated for a missing LR_bicubic folder are kept")
+    p.add_argument('--ssim', action='store_true', help="also compute SSIM (on Y)")
+    return p.parse_args(argv)
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    """Load config and model, evaluate, print the mean PSNR (and SSIM)."""
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format='%(levelname)s %(name)s: %(message)s')
+    cfg = load_config(args.config)
+    protocol = parse_eval_type(cfg.get('eval_type'))
+    bsize = args.eval_bsize if args.eval_bsize is not None else cfg.get('eval_bsize')
+    if bsize is not None and int(bsize) < 1:
+        raise UserError(f"--eval-bsize must be positive, not {bsize}")
+    overrides = [parse_root_override(t) for t in args.data_root]
+    device = select_device(args.gpu)
+    model = load_sr_model(args.model, device)
+    loader = make_test_loader(cfg.get('test_dataset'), protocol, args.lr_cache, overrides)
+    log.info("%d images, %s, %s", len(loader.dataset), cfg.get('eval_type'), protocol.describe())
+    res = evaluate(liif_predictor(model, cfg.get('data_norm'), bsize), loader, protocol, device, args.ssim)
+    print(f"psnr: {res['psnr']:.4f}")
+    if args.ssim:
+        print(f"ssim: {res['ssim']:.4f}")
+
+
+if __name__ == '__main__':
+    run_cli(lambda: main(sys.argv[1:]))

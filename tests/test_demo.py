@@ -1,0 +1,144 @@
+"""demo.py: any PIL image to any size, bounded memory, one-line errors and no output on failure."""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import demo
+from tests.conftest import shared_path
+from tests.helpers import (ENCODER_ONLY, NEAREST_LIIF, ROOT, TINY_LIIF, error_lines, one_thread,  # noqa: F401
+                           run_script, save_model)
+from utils.coord import make_cell, make_coord
+from utils.errors import UserError
+from utils.imresize import imresize
+from utils.sr_model import load_sr_model
+
+pytestmark = pytest.mark.usefixtures('one_thread')
+
+
+@pytest.fixture
+def files(tmp_path):
+    """A 30x40 crop of Set5's bird in several modes, and a tiny LIIF checkpoint."""
+    src = Image.open(shared_path('benchmark', 'Set5', 'HR', 'bird.png')).convert('RGB').crop((100, 100, 140, 130))
+    rgb = np.asarray(src)
+    src.save(tmp_path / 'rgb.png')
+    src.convert('L').save(tmp_path / 'gray.png')
+    Image.fromarray(np.asarray(src.convert('L')).astype(np.uint16) * 257).save(tmp_path / 'g16.png')
+    alpha = np.tile(np.linspace(0, 255, 40).astype(np.uint8), (30, 1))
+    Image.fromarray(np.dstack([rgb, alpha])).save(tmp_path / 'rgba.png')
+    src.convert('P', palette=Image.ADAPTIVE, colors=16).save(tmp_path / 'pal.png')
+    return {'dir': tmp_path, 'model': save_model(tmp_path / 'tiny.pth', TINY_LIIF)}
+
+
+def _whole_grid(model_path, rgb: np.ndarray, h: int, w: int) -> np.ndarray:
+    """The model's output on the whole grid at once (no bands), as 8-bit RGB (h, w, 3)."""
+    model = load_sr_model(model_path, torch.device('cpu'))
+    inp = (torch.from_numpy(rgb.copy()).permute(2, 0, 1).float().unsqueeze(0) / 255 - 0.5) / 0.5
+    coord = make_coord((h, w)).unsqueeze(0)
+    with torch.no_grad():
+        pred = model(inp, coord, make_cell(coord, (h, w)))
+    return (pred * 0.5 + 0.5).clamp(0, 1).mul(255).round().view(h, w, 3).numpy().astype(np.uint8)
+
+
+def test_rgb_non_integer_scale_matches_whole_grid_query(files):
+    out = files['dir'] / 'out.png'
+    demo.main(['--input', str(files['dir'] / 'rgb.png'), '--model', files['model'], '--scale', '2.5',
+               '--output', str(out), '--bsize', '1000'])  # many small bands
+    got = np.asarray(Image.open(out))
+    assert Image.open(out).mode == 'RGB' and got.shape == (75, 100, 3)
+    ref = _whole_grid(files['model'], np.asarray(Image.open(files['dir'] / 'rgb.png')), 75, 100)
+    diff = np.abs(got.astype(int) - ref)
+    assert diff.max() <= 1 and diff.mean() < 0.01  # banding changes float rounding at most
+    assert [p.name for p in files['dir'].iterdir() if p.name.startswith('.')] == []
+
+
+def test_resolution_and_alpha(files):
+    out = files['dir'] / 'out.png'
+    demo.main(['--input', str(files['dir'] / 'rgba.png'), '--model', files['model'], '--resolution', '47,33',
+               '--output', str(out), '--bsize', '500'])
+    got = np.asarray(Image.open(out))
+    assert Image.open(out).mode == 'RGBA' and got.shape == (47, 33, 4)
+    # alpha is upscaled on its own with (MATLAB) bicubic
+    alpha = np.array(Image.open(files['dir'] / 'rgba.png'))[..., 3]
+    ref = imresize(torch.from_numpy(alpha).double() / 255, size=(47, 33)).clamp(0, 1).mul(255).round().numpy()
+    assert np.abs(got[..., 3] - ref).max() <= 1
+    rgb = _whole_grid(files['model'], np.asarray(Image.open(files['dir'] / 'rgba.png'))[..., :3], 47, 33)
+    assert np.abs(got[..., :3].astype(int) - rgb).max() <= 1
+
+
+def test_gray_sixteen_bit_and_palette(files):
+    d = files['dir']
+    for name in ('gray', 'g16', 'pal'):
+        demo.main(['--input', str(d / f'{name}.png'), '--model', files['model'], '--scale', '1.5',
+                   '--output', str(d / f'out_{name}.png')])
+    gray, g16, pal = (Image.open(d / f'out_{n}.png') for n in ('gray', 'g16', 'pal'))
+    assert (gray.mode, gray.size) == ('L', (60, 45)) and pal.mode == 'RGB' and g16.mode.startswith('I;16')
+    g8, g16 = np.asarray(gray).astype(int), np.asarray(g16).astype(int)
+    assert g16.max() > 255  # the 16-bit input is read as 16-bit, not clipped at 255
+    assert np.abs(g16 / 257 - g8).max() <= 1  # same picture: 8-bit * 257 gives the same model input
+
+
+def test_memory_is_bounded_by_the_output(tmp_path):
+    """A x60 upscale (2880 x 2880) needs about what a x1 run needs: no full-size float tensors."""
+    Image.open(shared_path('benchmark', 'Set5', 'HR', 'bird.png')).crop((0, 0, 48, 48)).save(tmp_path / 'in.png')
+    model = save_model(tmp_path / 'nearest.pth', NEAREST_LIIF)
+    code = ("import resource, runpy, sys\nsys.argv = ['demo.py'] + sys.argv[1:]\n"
+            "runpy.run_path('demo.py', run_name='__main__')\n"
+            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n")
+    peaks = {}
+    for scale in (1, 60):
+        proc = subprocess.run([sys.executable, '-c', code, '--input', str(tmp_path / 'in.png'), '--model', model,
+                               '--scale', str(scale), '--output', str(tmp_path / f'x{scale}.bmp')],
+                              cwd=ROOT, capture_output=True, text=True, env={**os.environ, 'OMP_NUM_THREADS': '1'})
+        assert proc.returncode == 0, proc.stderr
+        peaks[scale] = int(proc.stdout.split()[-1]) * 1024
+    assert Image.open(tmp_path / 'x60.bmp').size == (2880, 2880)
+    # the uint8 output is 25 MB and PIL's copy 33 MB; one float32 RGB copy would be 100 MB, and
+    # querying the whole grid at once costs about 330 MB more
+    assert peaks[60] - peaks[1] < 150e6, peaks
+
+
+@pytest.mark.parametrize('case', ['missing', 'not-image', 'zero-scale', 'huge', 'wrong-model'])
+def test_cli_errors(files, case):
+    d = files['dir']
+    (d / 'text.png').write_text('hello')
+    args = {'missing': ['--input', d / 'nope.png', '--scale', '2'],
+            'not-image': ['--input', d / 'text.png', '--scale', '2'],
+            'zero-scale': ['--input', d / 'rgb.png', '--scale', '0'],
+            'huge': ['--input', d / 'rgb.png', '--resolution', '70000,10'],
+            'wrong-model': ['--input', d / 'rgb.png', '--scale', '2']}[case]
+    model = save_model(d / 'enc.pth', ENCODER_ONLY) if case == 'wrong-model' else files['model']
+    proc = run_script('demo.py', *args, '--model', model, '--output', d / 'out.png')
+    assert proc.returncode == 2
+    errors = error_lines(proc)
+    assert len(errors) == 1 and errors[0].startswith('error: '), proc.stderr
+    assert {'missing': 'image not found', 'not-image': 'cannot read image', 'zero-scale': 'positive',
+            'huge': 'beyond the limits', 'wrong-model': 'not an arbitrary-scale SR model'}[case] in errors[0]
+    assert not os.path.exists(d / 'out.png')
+
+
+@pytest.mark.parametrize('args,match', [
+    (['--scale', '-2'], 'positive'), (['--scale', 'nan'], 'positive'), (['--scale', '0.001'], 'at least 1x1'),
+    (['--resolution', '0,5'], 'at least 1x1'), (['--resolution', '40000,40000'], 'beyond the limits'),
+    (['--resolution', '5'], 'H,W'), (['--scale', '1e300'], 'limit')])
+def test_bad_sizes(files, args, match):
+    out = files['dir'] / 'out.png'
+    with pytest.raises(UserError, match=match):
+        demo.main(['--input', str(files['dir'] / 'rgb.png'), '--model', files['model'], *args, '--output', str(out)])
+    assert not out.exists()
+
+
+def test_bundled_model(files):
+    out = files['dir'] / 'out.png'
+    argv = ['--input', str(files['dir'] / 'rgb.png'), '--scale', '1', '--output', str(out)]
+    if os.path.isfile(demo.BUNDLED_MODEL):
+        demo.main(argv)
+        assert out.exists()
+    else:
+        with pytest.raises(UserError, match='no bundled model.*--model'):
+            demo.main(argv)
+        assert not out.exists()

@@ -1,0 +1,68 @@
+"""scripts/eval_suite.py: one checkpoint (or bicubic) on a suite, markdown table + JSON."""
+import json
+import os
+
+import pytest
+import torch
+from PIL import Image
+
+from tests.conftest import shared_path
+from tests.helpers import TINY_LIIF, error_lines, one_thread, run_script, save_model  # noqa: F401
+from utils.evaluation import bicubic_predictor, evaluate, make_test_loader, parse_eval_type
+from utils.test_configs import paper_test_config
+
+pytestmark = pytest.mark.usefixtures('one_thread')  # in-process parts: see tests/helpers.py
+
+
+def test_bicubic_benchmark_table(tmp_path):
+    data_root = os.path.dirname(os.path.dirname(shared_path('benchmark', 'Set5', 'HR')))
+    out = tmp_path / 'out'
+    proc = run_script('scripts/eval_suite.py', '--bicubic', '--suite', 'benchmark', '--sets', 'Set5',
+                      '--scales', '2,6', '--data-root', f'./load/benchmark={data_root}',
+                      '--lr-cache', tmp_path / 'cache', '--out', out)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads((out / 'benchmark.json').read_text())
+    table = (out / 'benchmark.md').read_text()
+    assert proc.stdout == table
+    assert report['scales'] == [2, 6] and report['model'] is None
+    cells = {s: report['results']['Set5'][s] for s in ('2', '6')}
+    assert cells['2']['images'] == 5 and cells['2']['lr'] == 'matlab' and cells['6']['lr'] == 'pil'
+    assert '| Dataset | x2 | x6 |' in table
+    assert (f"| Set5 | {cells['2']['psnr']:.2f} / {cells['2']['ssim']:.4f} | "
+            f"{cells['6']['psnr']:.2f} / {cells['6']['ssim']:.4f} |") in table
+    assert 'LR x2: MATLAB bicubic' in table and 'LR x6: PIL bicubic' in table
+    # x6 goes through the paper's config with the PIL downscale
+    cfg = paper_test_config('Set5', 6)
+    protocol = parse_eval_type(cfg['eval_type'])
+    loader = make_test_loader(cfg['test_dataset'], protocol, 'unused', [('./load/benchmark', data_root)])
+    ref = evaluate(bicubic_predictor(), loader, protocol, torch.device('cpu'), with_ssim=True)
+    assert cells['6']['psnr'] == pytest.approx(ref['psnr'], abs=1e-6)
+    assert cells['6']['ssim'] == pytest.approx(ref['ssim'], abs=1e-6)
+    # upsampling by bicubic beats nothing by much at x2 and loses ground as the scale grows
+    assert 30 < cells['2']['psnr'] < 36 and cells['6']['psnr'] < cells['2']['psnr'] - 5
+
+
+def test_model_on_div2k_layout(tmp_path):
+    hr = tmp_path / 'data' / 'div2k' / 'DIV2K_valid_HR'
+    hr.mkdir(parents=True)
+    src = shared_path('benchmark', 'Set5', 'HR')
+    for name in ('bird.png', 'head.png'):
+        Image.open(os.path.join(src, name)).crop((10, 20, 74, 70)).save(hr / name)
+    ckpt = save_model(tmp_path / 'tiny.pth', TINY_LIIF)
+    proc = run_script('scripts/eval_suite.py', '--model', ckpt, '--suite', 'div2k', '--scales', '3,12',
+                      '--data-root', tmp_path / 'data', '--lr-cache', tmp_path / 'cache', '--out', tmp_path / 'out')
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads((tmp_path / 'out' / 'div2k.json').read_text())
+    assert set(report['results']) == {'DIV2K'} and report['model'] == ckpt
+    assert report['results']['DIV2K']['3']['images'] == 2
+    assert 'PSNR on RGB, shave s + 6 px' in (tmp_path / 'out' / 'div2k.md').read_text()
+
+
+def test_missing_set_fails_before_evaluating(tmp_path):
+    data_root = os.path.dirname(os.path.dirname(shared_path('benchmark', 'Set5', 'HR')))
+    proc = run_script('scripts/eval_suite.py', '--bicubic', '--suite', 'benchmark', '--sets', 'Set5,Nope',
+                      '--scales', '2', '--data-root', f'./load/benchmark={data_root}',
+                      '--lr-cache', tmp_path / 'cache', '--out', tmp_path / 'out')
+    assert proc.returncode == 2
+    assert error_lines(proc) == [f"error: dataset folder not found: {data_root}/Nope/HR"]
+    assert not os.path.exists(tmp_path / 'out' / 'benchmark.json')

@@ -1,0 +1,183 @@
+"""The paper's evaluation protocol (LIIF.md): test data from a config, whole-image queries, PSNR / SSIM.
+
+eval_type 'div2k-S': PSNR on RGB, shave S + 6; 'benchmark-S': PSNR on Y, shave S; none: RGB, no
+shave. SSIM (optional) is always on Y with the same shave. The output is clamped to [0, 1] and not
+rounded to 8 bits. Scores are averaged over images.
+"""
+import copy
+import logging
+import os
+import re
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+import torch
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+import datasets
+from datasets.image_folder import list_images
+from datasets.matlab_lr import ensure_matlab_lr
+from utils.errors import UserError
+from utils.imresize import imresize
+from utils.inference import upscale
+from utils.metrics import psnr, ssim
+
+log = logging.getLogger(__name__)
+
+DEFAULT_ROOT = './load'
+Predictor = Callable[[torch.Tensor, Tuple[int, int]], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """How outputs are scored: 'div2k', 'benchmark' or 'plain', at an integer scale (0 if unknown)."""
+    kind: str
+    scale: int
+
+    @property
+    def shave(self) -> int:
+        """Border pixels ignored on each side."""
+        return {'div2k': self.scale + 6, 'benchmark': self.scale}.get(self.kind, 0)
+
+    @property
+    def y_channel(self) -> bool:
+        """Whether PSNR is computed on luminance."""
+        return self.kind == 'benchmark'
+
+    def describe(self) -> str:
+        """One line for the log and the tables."""
+        return f"PSNR on {'Y' if self.y_channel else 'RGB'}, shave {self.shave} px"
+
+
+def parse_eval_type(eval_type: Optional[str]) -> Protocol:
+    """Protocol of an eval_type string 'div2k-S' / 'benchmark-S' (S a positive integer), or none."""
+    if eval_type is None:
+        return Protocol('plain', 0)
+    m = re.fullmatch(r'(div2k|benchmark)-(\d+)', str(eval_type))
+    if not m or int(m.group(2)) < 1:
+        raise UserError(f"eval_type must be 'div2k-S' or 'benchmark-S' with an integer scale S, not {eval_type!r}")
+    return Protocol(m.group(1), int(m.group(2)))
+
+
+def parse_root_override(text: str) -> Tuple[str, str]:
+    """'OLD=NEW' -> (OLD, NEW); a bare 'NEW' replaces the configs' './load'."""
+    old, sep, new = text.partition('=')
+    if not sep:
+        old, new = DEFAULT_ROOT, text
+    if not old or not new:
+        raise UserError(f"--data-root takes NEW or OLD=NEW, not {text!r}")
+    return old.rstrip('/') or '/', new
+
+
+def apply_root_overrides(spec: Any, overrides: Sequence[Tuple[str, str]]) -> Any:
+    """Copy of a dataset spec whose path arguments starting with an OLD prefix start with NEW instead (first match wins)."""
+    def fix(value: str) -> str:
+        for old, new in overrides:
+            if value == old or value.startswith(old + '/'):
+                return new.rstrip('/') + value[len(old):] if value != old else new
+        return value
+
+    def walk(node: Any, key: str = '') -> Any:
+        if isinstance(node, dict):
+            return {k: walk(v, k) for k, v in node.items()}
+        if isinstance(node, list):
+            return [walk(v, key) for v in node]
+        if isinstance(node, str) and ('path' in key or 'root' in key or 'file' in key):
+            return fix(node)
+        return node
+
+    return walk(copy.deepcopy(spec))
+
+
+def _with_generated_lr(dataset_spec: Dict[str, Any], protocol: Protocol, lr_cache: str) -> Dict[str, Any]:
+    """A paired spec whose missing LR folder (root_path_1) is replaced by MATLAB-bicubic LR made from HR."""
+    args = dict(dataset_spec.get('args') or {})
+    lr_root, hr_root = args.get('root_path_1'), args.get('root_path_2')
+    if dataset_spec.get('name') != 'paired-image-folders' or not lr_root or os.path.isdir(lr_root) or not hr_root:
+        return dataset_spec
+    if not os.path.isdir(hr_root):  # the LR could be made, the HR cannot: name the folder that matters
+        raise UserError(f"dataset folder not found: {hr_root}")
+    scale = protocol.scale
+    if not scale:
+        m = re.search(r'[Xx](\d+)$', os.path.normpath(lr_root))
+        if not m:
+            raise UserError(f"LR folder {lr_root} not found, and no eval_type scale to generate it with")
+        scale = int(m.group(1))
+    names = list_images(hr_root, args.get('split_file'), args.get('split_key'), args.get('first_k'))
+    args['root_path_1'] = ensure_matlab_lr(hr_root, scale, lr_cache, names, missing=lr_root)
+    return {**dataset_spec, 'args': args}
+
+
+def make_test_loader(test_spec: Dict[str, Any], protocol: Protocol, lr_cache: str,
+                     overrides: Sequence[Tuple[str, str]] = ()) -> DataLoader:
+    """DataLoader of a config's test_dataset {dataset, wrapper, batch_size}, roots overridden, missing LR generated."""
+    if not isinstance(test_spec, dict) or 'dataset' not in test_spec or 'wrapper' not in test_spec:
+        raise UserError("the config needs test_dataset: {dataset: {name, args}, wrapper: {name, args}}")
+    spec = apply_root_overrides(test_spec, overrides)
+    dataset_spec = _with_generated_lr(spec['dataset'], protocol, lr_cache)
+    if dataset_spec is spec['dataset'] and dataset_spec.get('name') == 'paired-image-folders':
+        log.info("LR: images of %s", (dataset_spec.get('args') or {}).get('root_path_1'))
+    dataset = datasets.make(spec['wrapper'], args={'dataset': datasets.make(dataset_spec)})
+    if spec['wrapper'].get('name') == 'sr-implicit-downsampled':
+        wargs = spec['wrapper'].get('args') or {}
+        log.info("LR: HR images downscaled on the fly by x%s with %s bicubic", wargs.get('scale_min'),
+                 wargs.get('resize', 'torch'))
+    return DataLoader(dataset, batch_size=int(spec.get('batch_size', 1)), shuffle=False, num_workers=0)
+
+
+def _norm(data_norm: Optional[Dict[str, Any]], part: str) -> Tuple[float, float]:
+    """(sub, div) of data_norm[part]; the authors' default is no normalisation."""
+    entry = (data_norm or {}).get(part) or {}
+    sub, div = entry.get('sub', [0]), entry.get('div', [1])
+    return float(sub[0]), float(div[0])
+
+
+def liif_predictor(model: torch.nn.Module, data_norm: Optional[Dict[str, Any]], bsize: Optional[int]) -> Predictor:
+    """Query a model on the whole target grid: [0, 1] LR in, clamped [0, 1] output."""
+    inp_sub, inp_div = _norm(data_norm, 'inp')
+    gt_sub, gt_div = _norm(data_norm, 'gt')
+
+    def predict(inp: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
+        chunk = bsize if bsize else size[0] * size[1]
+        pred = upscale(model, (inp - inp_sub) / inp_div, size, chunk)
+        return (pred * gt_div + gt_sub).clamp_(0, 1)
+    return predict
+
+
+def bicubic_predictor() -> Predictor:
+    """The baseline: MATLAB bicubic upsampling of the (float) LR, clamped to [0, 1]."""
+    def predict(inp: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
+        return imresize(inp, size=size).clamp_(0, 1)
+    return predict
+
+
+def _grid_size(coord: torch.Tensor) -> Tuple[int, int]:
+    """(H, W) of a full row-major grid of pixel centres (Q, 2); the wrapper must not subsample."""
+    w = int((coord[:, 0] == coord[0, 0]).sum())
+    h = coord.shape[0] // w
+    if h * w != coord.shape[0] or not bool((coord[w - 1::w, 1] == coord[w - 1, 1]).all()):
+        raise UserError("the test wrapper must return every HR pixel (no sample_q, no inp_size)")
+    return h, w
+
+
+@torch.no_grad()
+def evaluate(predict: Predictor, loader: DataLoader, protocol: Protocol, device: torch.device,
+             with_ssim: bool = False, desc: str = 'eval') -> Dict[str, float]:
+    """Mean PSNR (and SSIM) over the loader's images: {'psnr', 'ssim'?, 'images'}."""
+    psnrs: List[float] = []
+    ssims: List[float] = []
+    for batch in tqdm(loader, desc=desc, leave=False, disable=None):
+        inp = batch['inp'].to(device)
+        h, w = _grid_size(batch['coord'][0])
+        gt = batch['gt'].to(device).view(inp.shape[0], h, w, -1).permute(0, 3, 1, 2)
+        pred = predict(inp, (h, w))
+        psnrs += psnr(pred, gt, protocol.shave, protocol.y_channel).tolist()
+        if with_ssim:
+            ssims += ssim(pred, gt, protocol.shave).tolist()
+    if not psnrs:
+        raise UserError("the test dataset holds no images")
+    out = {'psnr': sum(psnrs) / len(psnrs), 'images': len(psnrs)}
+    if with_ssim:
+        out['ssim'] = sum(ssims) / len(ssims)
+    return out

@@ -1,0 +1,38 @@
+"""The device and the arbitrary-scale SR model (LIIF, MetaSR) that test.py and demo.py run."""
+import logging
+import os
+from typing import Optional
+
+import torch
+
+from utils.checkpoint import load_checkpoint
+from utils.errors import UserError
+
+log = logging.getLogger(__name__)
+
+
+def select_device(gpu: Optional[str]) -> torch.device:
+    """cuda:ID for `--gpu ID` when CUDA is available, else the CPU (with a warning if a GPU was asked for)."""
+    if gpu is None or gpu == '':
+        return torch.device('cpu')
+    if not gpu.isdigit():
+        raise UserError(f"--gpu takes a device number such as 0, not {gpu!r}")
+    if not torch.cuda.is_available():
+        log.warning("--gpu %s asked for, but CUDA is not available: running on the CPU", gpu)
+        return torch.device('cpu')
+    if int(gpu) >= torch.cuda.device_count():
+        raise UserError(f"--gpu {gpu}: only {torch.cuda.device_count()} CUDA device(s) present")
+    return torch.device(f'cuda:{int(gpu)}')
+
+
+def load_sr_model(path: str, device: torch.device) -> torch.nn.Module:
+    """Model of a checkpoint that can be queried at any coordinate (gen_feat + query_rgb), in eval mode."""
+    import models  # late import: models imports utils
+    ckpt = load_checkpoint(path, map_location='cpu')
+    spec = ckpt['model']
+    model = models.make(spec, load_sd=True)
+    if not (callable(getattr(model, 'gen_feat', None)) and callable(getattr(model, 'query_rgb', None))):
+        raise UserError(f"{os.path.basename(path)} holds a {spec['name']!r} model, not an arbitrary-scale "
+                        f"SR model (LIIF or MetaSR)")
+    log.info("loaded %s model from %s", spec['name'], path)
+    return model.to(device).eval()
