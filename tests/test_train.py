@@ -19,7 +19,7 @@ TINY = os.path.join(ROOT, 'configs', 'train-local', 'train_tiny-liif.yaml')
 
 
 def _env():
-    env = dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS='1')
+    env = dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS='1', CUDA_VISIBLE_DEVICES='')
     env.pop('RANK', None)
     env.pop('WORLD_SIZE', None)
     return env
@@ -27,9 +27,10 @@ def _env():
 
 @pytest.fixture
 def tiny(tmp_path):
-    """The tiny config with absolute data paths, written to tmp_path/tiny.yaml."""
+    """The tiny config with absolute data paths, on the CPU (bit-exact checks), written to tmp_path/tiny.yaml."""
     with open(TINY) as f:
         cfg = yaml.safe_load(f)
+    cfg['device'] = 'cpu'
     cfg['train_dataset']['dataset']['args']['root_path'] = shared_path('train', 'T91')
     cfg['val_dataset']['dataset']['args']['root_path'] = shared_path('benchmark', 'Set5', 'HR')
     path = tmp_path / 'tiny.yaml'
@@ -144,6 +145,7 @@ def test_nonfinite_loss_names_epoch_and_step(tmp_path, tiny):
     ('optimizer.args.lrr=1', "bad arguments for optimizer 'adam'"),
     ('epoch_max=0', 'epoch_max must be an integer >= 1'),
     ('amp=fp8', 'amp must be one of'),
+    ('device=gpu', 'device must be one of'),
     ('epoch_max.x=1', "bad override 'epoch_max.x=1': epoch_max is 2"),
     ('epoch_max', "bad override 'epoch_max'"),
     ('seed=[1', 'not valid YAML'),

@@ -23,8 +23,9 @@ REQUIRED = ('train_dataset', 'data_norm', 'model', 'optimizer', 'epoch_max')
 DEFAULTS: Dict[str, Any] = {
     'val_dataset': None, 'multi_step_lr': None, 'epoch_val': 1, 'epoch_save': None, 'resume': None,
     'eval_type': None, 'eval_bsize': None, 'amp': None, 'tf32': False, 'seed': 0, 'num_workers': None,
-    'time_limit': None, 'step_limit': None,
+    'time_limit': None, 'step_limit': None, 'device': None,
 }
+DEVICES = ('cpu', 'cuda')  # device None: CUDA when available
 
 
 def _mapping(node: Any, where: str, required: Iterable[str], optional: Iterable[str] = ()) -> Dict:
@@ -136,6 +137,8 @@ def validate_config(cfg: Dict[str, Any]) -> Dict[str, Any]:
     _number(cfg['time_limit'], 'time_limit', optional=True)
     if cfg['amp'] not in (None,) + AMP_MODES:
         raise UserError(f"amp must be one of {', '.join(AMP_MODES)} or null, got {cfg['amp']!r}")
+    if cfg['device'] not in (None,) + DEVICES:
+        raise UserError(f"device must be one of {', '.join(DEVICES)} or null (auto), got {cfg['device']!r}")
     if not isinstance(cfg['tf32'], bool):
         raise UserError(f"tf32 must be true or false, got {cfg['tf32']!r}")
     if cfg['eval_type'] is not None and not (isinstance(cfg['eval_type'], str) and EVAL_TYPE.match(cfg['eval_type'])):

@@ -3,7 +3,7 @@ import datetime
 import hashlib
 import os
 from dataclasses import dataclass
-from typing import Any, List, Sequence
+from typing import Any, List, Optional, Sequence
 
 import torch
 import torch.distributed as dist
@@ -39,16 +39,19 @@ def _env_int(name: str, default: int) -> int:
         raise UserError(f"environment variable {name} must be an integer, got {value!r}") from None
 
 
-def setup() -> DistInfo:
+def setup(device_type: Optional[str] = None) -> DistInfo:
     """Join the process group torchrun describes (RANK, WORLD_SIZE, ...), else run as one process.
 
-    CUDA: process k of a node trains on cuda:k with NCCL; without CUDA, CPU with gloo.
+    CUDA (if available, or device_type 'cuda'): process k of a node trains on cuda:k with NCCL;
+    CPU (no CUDA, or device_type 'cpu'): gloo.
     """
     world_size = _env_int('WORLD_SIZE', 1)
     rank = _env_int('RANK', 0)
     local_rank = _env_int('LOCAL_RANK', 0)
     local_world_size = _env_int('LOCAL_WORLD_SIZE', 1)
-    if torch.cuda.is_available():
+    if device_type == 'cuda' and not torch.cuda.is_available():
+        raise UserError("device cuda: CUDA is not available here (set device: cpu or leave it unset)")
+    if device_type != 'cpu' and torch.cuda.is_available():
         if local_rank >= torch.cuda.device_count():
             raise UserError(f"local rank {local_rank} has no GPU: {torch.cuda.device_count()} visible "
                             f"(use --nproc_per_node <= the number of GPUs)")

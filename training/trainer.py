@@ -84,7 +84,7 @@ def train(req: RunRequest) -> int:
         if req.gpu is not None and len(ids) > 1:
             log.info("--gpu %s: starting %d processes with torchrun (DistributedDataParallel)", req.gpu, len(ids))
             launch.relaunch_with_torchrun(len(ids), req.script, req.argv)
-    info = dist.setup()
+    info = dist.setup(cfg['device'])
     try:
         return Run(cfg, ckpt, resume, name, run_dir, req, info, t_start).run()
     finally:
