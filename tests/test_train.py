@@ -19,7 +19,8 @@ TINY = os.path.join(ROOT, 'configs', 'train-local', 'train_tiny-liif.yaml')
 
 
 def _env():
-    env = dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS='1', CUDA_VISIBLE_DEVICES='')
+    path = os.pathsep.join(p for p in (ROOT, os.environ.get('PYTHONPATH')) if p)
+    env = dict(os.environ, PYTHONPATH=path, OMP_NUM_THREADS='1', CUDA_VISIBLE_DEVICES='')
     env.pop('RANK', None)
     env.pop('WORLD_SIZE', None)
     return env
@@ -182,26 +183,69 @@ def test_cli_error_exit_code_and_single_line(tmp_path, tiny):
     assert p.stderr.count('\n') == 1 and p.stderr.startswith('error: ') and "unknown model 'nope'" in p.stderr
 
 
-def test_sigterm_finishes_the_step_saves_and_resumes(tmp_path, tiny):
+@pytest.mark.parametrize('sig, workers, group', [(signal.SIGTERM, 0, False), (signal.SIGINT, 2, True)])
+def test_signal_finishes_the_step_saves_and_resumes(tmp_path, tiny, sig, workers, group):
+    """SIGTERM to the trainer, or Ctrl-C as a terminal sends it: to the whole group, loader workers too."""
     run = tmp_path / 'save' / 'sig'
     cmd = [sys.executable, os.path.join(ROOT, 'train_liif.py'), '--config', tiny, '--name', 'sig',
-           '--save-root', str(tmp_path / 'save'), '-o', 'epoch_max=100000', '-o', 'epoch_val=1000']
-    p = subprocess.Popen(cmd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+           '--save-root', str(tmp_path / 'save'), '-o', 'epoch_max=100000', '-o', 'epoch_val=1000',
+           '-o', f'num_workers={workers}', '-o', 'train_dataset.dataset.args.repeat=25']
+    p = subprocess.Popen(cmd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         start_new_session=True)
     try:
         deadline = time.monotonic() + 90
         while not (run / 'metrics.jsonl').exists() and time.monotonic() < deadline and p.poll() is None:
             time.sleep(0.1)
-        p.send_signal(signal.SIGTERM)
+        if group:
+            os.killpg(p.pid, sig)
+        else:
+            p.send_signal(sig)
         _, err = p.communicate(timeout=60)
     finally:
         p.kill()
-    assert p.returncode == 128 + signal.SIGTERM, err
-    assert 'stopped (SIGTERM)' in err
+    assert p.returncode == 128 + sig, err
+    assert f'stopped ({signal.Signals(sig).name})' in err and 'Traceback' not in err
     ckpt = load_checkpoint(run / 'epoch-last.pth')
-    done = ckpt['epoch'] * 2 + ckpt['train_state']['step']
-    assert done >= 2 and ckpt['train_state']['global_step'] == done
+    done = ckpt['epoch'] * 50 + ckpt['train_state']['step']
+    assert done >= 50 and ckpt['train_state']['global_step'] == done
     assert train(tmp_path, '--resume', str(run / 'epoch-last.pth'), '-o', f"epoch_max={ckpt['epoch'] + 1}") == 0
     assert load_checkpoint(run / 'epoch-last.pth')['epoch'] == ckpt['epoch'] + 1
+
+
+def test_crash_while_saving_keeps_the_previous_checkpoint(tmp_path, tiny, monkeypatch):
+    assert train(tmp_path, '--config', tiny, '--name', 'crash', '-o', 'epoch_max=1') == 0
+    last = tmp_path / 'save' / 'crash' / 'epoch-last.pth'
+
+    def half_write_then_die(obj, f, *args, **kwargs):
+        f.write(b'PK\x03\x04 partial')
+        raise OSError('disk full')
+    monkeypatch.setattr(torch, 'save', half_write_then_die)
+    with pytest.raises(OSError, match='disk full'):
+        train(tmp_path, '--resume', str(last), '-o', 'epoch_max=2')
+    assert load_checkpoint(last)['epoch'] == 1
+    assert [n for n in os.listdir(last.parent) if n.endswith('.tmp')] == []
+
+
+def test_gpu_ids_and_torchrun_command():
+    from training.launch import parse_gpu_ids, torchrun_command
+    assert parse_gpu_ids('0, 2') == ['0', '2']
+    with pytest.raises(UserError, match='--gpu'):
+        parse_gpu_ids('0,a')
+    cmd = torchrun_command(2, 'train_liif.py', ['--config', 'c.yaml', '--gpu', '0,1'])
+    assert cmd[1:5] == ['-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2']
+    assert cmd[5:] == ['train_liif.py', '--config', 'c.yaml', '--gpu', '0,1']
+
+
+def test_shaved_psnr_ignores_the_border():
+    from training.loop import shaved_psnr
+    inp = torch.zeros(1, 3, 10, 10)
+    gt = torch.rand(1, 40 * 40, 3)
+    noisy_border = gt.view(1, 40, 40, 3).clone()
+    noisy_border[:, :2] += 0.5
+    assert shaved_psnr(noisy_border.view(1, -1, 3), gt, inp, 'benchmark-4') == float('inf')
+    assert shaved_psnr(noisy_border.view(1, -1, 3), gt, inp, 'div2k-4') == float('inf')
+    noisy_border[:, 20, 20] += 0.1
+    assert torch.isfinite(shaved_psnr(noisy_border.view(1, -1, 3), gt, inp, 'div2k-4'))
 
 
 def test_two_process_ddp_on_cpu(tmp_path, tiny):

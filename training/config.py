@@ -23,7 +23,7 @@ REQUIRED = ('train_dataset', 'data_norm', 'model', 'optimizer', 'epoch_max')
 DEFAULTS: Dict[str, Any] = {
     'val_dataset': None, 'multi_step_lr': None, 'epoch_val': 1, 'epoch_save': None, 'resume': None,
     'eval_type': None, 'eval_bsize': None, 'amp': None, 'tf32': False, 'seed': 0, 'num_workers': None,
-    'time_limit': None, 'step_limit': None, 'device': None,
+    'time_limit': None, 'step_limit': None, 'device': None, 'compile': False,
 }
 DEVICES = ('cpu', 'cuda')  # device None: CUDA when available
 
@@ -139,8 +139,9 @@ def validate_config(cfg: Dict[str, Any]) -> Dict[str, Any]:
         raise UserError(f"amp must be one of {', '.join(AMP_MODES)} or null, got {cfg['amp']!r}")
     if cfg['device'] not in (None,) + DEVICES:
         raise UserError(f"device must be one of {', '.join(DEVICES)} or null (auto), got {cfg['device']!r}")
-    if not isinstance(cfg['tf32'], bool):
-        raise UserError(f"tf32 must be true or false, got {cfg['tf32']!r}")
+    for key in ('tf32', 'compile'):
+        if not isinstance(cfg[key], bool):
+            raise UserError(f"{key} must be true or false, got {cfg[key]!r}")
     if cfg['eval_type'] is not None and not (isinstance(cfg['eval_type'], str) and EVAL_TYPE.match(cfg['eval_type'])):
         raise UserError(f"eval_type must be div2k-<scale> or benchmark-<scale>, got {cfg['eval_type']!r}")
     if cfg['resume'] is not None and not isinstance(cfg['resume'], str):

@@ -59,9 +59,10 @@ def to_device(batch: Dict[str, torch.Tensor], device: torch.device) -> Dict[str,
 
 @dataclass
 class EpochOutcome:
-    """How an epoch ended: complete, or stopped early for `stop_reason`."""
+    """How an epoch ended: complete, or stopped early for `stop_reason`; seconds spent waiting for data."""
     complete: bool
     stop_reason: Optional[str]
+    data_wait: float = 0.0
 
 
 def train_epoch(model: torch.nn.Module, batches: Iterable, optimizer: torch.optim.Optimizer,
@@ -74,8 +75,16 @@ def train_epoch(model: torch.nn.Module, batches: Iterable, optimizer: torch.opti
     bar = tqdm(total=steps_per_epoch, initial=progress.step, desc=f'epoch {epoch}', leave=False,
                disable=None if info.is_main else True, dynamic_ncols=True)
     stop_reason = None
+    data_wait = 0.0
+    batch_iter = iter(batches)
     try:
-        for batch in batches:
+        while True:
+            # every step ends with a sync (.tolist() below), so this wait is the loader's alone
+            t0 = time.perf_counter()
+            batch = next(batch_iter, None)
+            data_wait += time.perf_counter() - t0
+            if batch is None:
+                break
             batch = to_device(batch, info.device)
             with autocast(info.device, amp):
                 pred = model(norm.inp(batch['inp']), batch['coord'], batch['cell'])
@@ -107,7 +116,7 @@ def train_epoch(model: torch.nn.Module, batches: Iterable, optimizer: torch.opti
                 break
     finally:
         bar.close()
-    return EpochOutcome(complete=progress.step >= steps_per_epoch, stop_reason=stop_reason)
+    return EpochOutcome(complete=progress.step >= steps_per_epoch, stop_reason=stop_reason, data_wait=data_wait)
 
 
 def _image_shape(inp: torch.Tensor, n_queries: int):

@@ -116,9 +116,12 @@ class Run:
         if ckpt is not None:
             self.progress = state.restore(ckpt, model, self.optimizer, self.scheduler, self.scaler, cfg, info, resume)
         self.model = model
+        if cfg['compile']:
+            # only forward (training steps, validation) is compiled; checkpoints unwrap _orig_mod
+            self.model = torch.compile(model)
         if info.distributed:
             ids = [info.device.index] if info.device.type == 'cuda' else None
-            self.model = DistributedDataParallel(model, device_ids=ids)
+            self.model = DistributedDataParallel(self.model, device_ids=ids)
         self.norm = Normaliser(cfg['data_norm'], info.device)
         self.stopper = Stopper(cfg['time_limit'], cfg['step_limit'], start=t_start)
         self._preview_sample = self._preview_setup()
@@ -184,8 +187,10 @@ class Run:
 
     def _stop(self, reason: str) -> int:
         last = os.path.join(self.run_dir, 'epoch-last.pth')
-        self.log.info("stopped (%s) at epoch %d, step %d; resume with --resume %s",
-                      reason, self.progress.epoch, self.progress.step, last)
+        seconds = time.monotonic() - self.stopper.start
+        self.log.info("stopped (%s) at epoch %d, step %d after %d steps in %.0f s; resume with --resume %s",
+                      reason, self.progress.epoch, self.progress.step, self.progress.global_step - self._first_step,
+                      seconds, last)
         self._check_replicas()
         return self.stopper.exit_code()
 
@@ -214,7 +219,8 @@ class Run:
             self.scheduler.step()
         train_seconds = clock()
         record = {'epoch': epoch, 'train_loss': p.loss_sum / steps, 'lr': lr,
-                  'steps_per_second': (steps - start_step) / max(train_seconds, 1e-9)}
+                  'steps_per_second': (steps - start_step) / max(train_seconds, 1e-9),
+                  'data_wait_fraction': outcome.data_wait / max(train_seconds, 1e-9)}
         best = False
         if self.loaders.val is not None and epoch % cfg['epoch_val'] == 0:
             record.update(validate(self.model, self.loaders.val, self.norm, self.amp, self.info,
@@ -226,6 +232,8 @@ class Run:
                 self.monitor.image('preview/pred', preview(self.model, self._preview_sample, self.norm,
                                                            self.amp, self.info.device), epoch)
         record['epoch_seconds'] = clock()
+        if self.info.device.type == 'cuda':
+            record['max_memory_gib'] = torch.cuda.max_memory_allocated(self.info.device) / 2 ** 30
         p.history.append(record)
         p.epoch, p.step, p.loss_sum = epoch + 1, 0, 0.0
         names = ['epoch-last.pth'] + (['epoch-best.pth'] if best else [])
@@ -240,9 +248,10 @@ class Run:
         val = ''
         if 'val_psnr' in r:
             val = f"  val psnr {r['val_psnr']:.4f} dB l1 {r['val_loss']:.4f}{' (best)' if best else ''}"
-        self.log.info("epoch %d/%d  train loss %.4f%s  lr %.3g  %.1f s  %.2f it/s", r['epoch'],
-                      self.cfg['epoch_max'], r['train_loss'], val, r['lr'], r['epoch_seconds'],
-                      r['steps_per_second'])
+        mem = f"  {r['max_memory_gib']:.2f} GiB" if 'max_memory_gib' in r else ''
+        self.log.info("epoch %d/%d  train loss %.4f%s  lr %.3g  %.1f s  %.2f it/s (data wait %.0f%%)%s",
+                      r['epoch'], self.cfg['epoch_max'], r['train_loss'], val, r['lr'], r['epoch_seconds'],
+                      r['steps_per_second'], 100 * r['data_wait_fraction'], mem)
 
     def run(self) -> int:
         """The epoch loop; returns the process exit code."""
