@@ -101,7 +101,12 @@ class Run:
         self._check_dir(ckpt is not None, req.overwrite)
         seed_everything(cfg['seed'])
         self.amp = self._device_options()
+        # local rank 0 fills a bin cache first; the other ranks of its node then only read it
+        if info.local_rank != 0:
+            dist.barrier(info)
         self.loaders = Loaders(cfg, info)
+        if info.local_rank == 0:
+            dist.barrier(info)
         model = models.make(cfg['model']).to(info.device)
         self.optimizer = make_optimizer(model.parameters(), cfg['optimizer'])
         self.scheduler = make_scheduler(self.optimizer, cfg['multi_step_lr'])
