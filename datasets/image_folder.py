@@ -44,6 +44,8 @@ class ImageFolder(Dataset):
                  first_k: Optional[int] = None, repeat: int = 1, cache: str = 'none'):
         if cache not in CACHE_MODES:
             raise UserError(f"cache must be one of {', '.join(CACHE_MODES)}, not {cache!r}")
+        if not isinstance(repeat, int) or repeat < 1:
+            raise UserError(f"repeat must be a positive integer, not {repeat!r}")
         self.repeat = repeat
         self.cache = cache
         names = list_images(root_path, split_file, split_key, first_k)
@@ -60,14 +62,23 @@ class ImageFolder(Dataset):
         """Decoded copy of `path` as .npy in _bin_<folder> beside the folder, written once, atomically."""
         root = os.path.normpath(root_path)
         bin_root = os.path.join(os.path.dirname(root), '_bin_' + os.path.basename(root))
-        os.makedirs(bin_root, exist_ok=True)
+        try:
+            os.makedirs(bin_root, exist_ok=True)
+        except OSError as e:
+            raise UserError(f"cannot create the bin cache {bin_root} ({e.strerror}); "
+                            f"use cache: in_memory or none") from None
         stat = os.stat(path)
         tag = hashlib.sha1(f"{stat.st_size}-{stat.st_mtime_ns}".encode()).hexdigest()[:8]
         bin_file = os.path.join(bin_root, f"{os.path.splitext(os.path.basename(path))[0]}-{tag}.npy")
         if not os.path.exists(bin_file):
+            # several processes (DDP ranks) may convert the same image: each writes its own temporary
             tmp = bin_file + f'.{os.getpid()}.tmp.npy'
-            np.save(tmp, read_rgb_u8(path).numpy())
-            os.replace(tmp, bin_file)
+            try:
+                np.save(tmp, read_rgb_u8(path).numpy())
+                os.replace(tmp, bin_file)
+            except OSError as e:
+                raise UserError(f"cannot write the bin cache {bin_file} ({e.strerror}); "
+                                f"use cache: in_memory or none") from None
         return bin_file
 
     def __len__(self) -> int:

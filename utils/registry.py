@@ -26,19 +26,26 @@ class Registry:
         """Sorted registered names."""
         return sorted(self._factories)
 
-    def build(self, spec: Dict[str, Any], args: Optional[Dict[str, Any]] = None) -> Any:
-        """Call the factory of spec['name'] with spec['args'] updated by `args`."""
+    def check(self, spec: Dict[str, Any], args: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+        """Validate spec (known name, arguments that fit) without building; return the merged arguments."""
         if not isinstance(spec, dict) or 'name' not in spec:
             raise UserError(f"a {self.kind} spec needs a 'name' key, got {spec!r}")
         name = spec['name']
         if name not in self._factories:
             raise UserError(f"unknown {self.kind} {name!r}; registered: {', '.join(self.names())}")
-        kwargs = copy.deepcopy(spec.get('args') or {})
+        spec_args = spec.get('args') or {}
+        if not isinstance(spec_args, dict):
+            raise UserError(f"the args of {self.kind} {name!r} must be a mapping, got {spec_args!r}")
+        kwargs = copy.deepcopy(spec_args)
         if args is not None:
             kwargs.update(args)
-        factory = self._factories[name]
         try:
-            inspect.signature(factory).bind(**kwargs)
+            inspect.signature(self._factories[name]).bind(**kwargs)
         except TypeError as e:
             raise UserError(f"bad arguments for {self.kind} {name!r}: {e}") from None
-        return factory(**kwargs)
+        return kwargs
+
+    def build(self, spec: Dict[str, Any], args: Optional[Dict[str, Any]] = None) -> Any:
+        """Call the factory of spec['name'] with spec['args'] updated by `args`."""
+        kwargs = self.check(spec, args)
+        return self._factories[spec['name']](**kwargs)

@@ -1,0 +1,234 @@
+"""Datasets and wrappers: folders, caches, splits, and the LIIF samples (shapes, ranges, alignment)."""
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader
+
+import datasets
+from datasets.downsample import downsample
+from tests.conftest import shared_path
+from utils.errors import UserError
+
+DIHEDRAL = [(False, False, False), (True, False, False), (False, True, False), (True, True, False),
+            (False, False, True), (True, False, True), (False, True, True), (True, True, True)]
+
+
+def _save(folder, name, arr):
+    os.makedirs(folder, exist_ok=True)
+    Image.fromarray(arr).save(os.path.join(folder, name))
+
+
+def _position_image(h, w):
+    """uint8 (h, w, 3) whose colour encodes the pixel position: R = row % 256, G = col % 256, B = high bits."""
+    r, c = np.meshgrid(np.arange(h), np.arange(w), indexing='ij')
+    return np.stack([r % 256, c % 256, r // 256 + 4 * (c // 256)], axis=-1).astype(np.uint8)
+
+
+def _decode(rgb):
+    v = (rgb * 255).round().long()
+    return v[:, 0] + 256 * (v[:, 2] % 4), v[:, 1] + 256 * (v[:, 2] // 4)
+
+
+def _query_pixels(coord, cell):
+    """Integer pixel (row, col) of each query of a target whose pixel size is `cell`."""
+    h, w = (2 / cell).round().long().tolist()
+    i = ((coord[:, 0] + 1) * h - 1) / 2
+    j = ((coord[:, 1] + 1) * w - 1) / 2
+    assert torch.allclose(i, i.round(), atol=1e-3) and torch.allclose(j, j.round(), atol=1e-3)
+    return i.round().long(), j.round().long(), h, w
+
+
+def _one_dihedral_fits(i, j, rows, cols, n):
+    """True when (rows, cols) = offset + one flip/transpose of the crop position (i, j) for all queries."""
+    for hflip, vflip, dflip in DIHEDRAL:
+        a, b = (j, i) if dflip else (i, j)  # undo the transpose last applied
+        a = n - 1 - a if hflip else a
+        b = n - 1 - b if vflip else b
+        if len(set((rows - a).tolist())) == 1 and len(set((cols - b).tolist())) == 1:
+            return True
+    return False
+
+
+@pytest.fixture
+def position_folder(tmp_path):
+    folder = tmp_path / 'pos'
+    _save(folder, 'a.png', _position_image(300, 260))
+    _save(folder, 'b.png', _position_image(200, 330))
+    return str(folder)
+
+
+def test_image_folder_uint8_first_k_repeat_split(tmp_path):
+    root = shared_path('train', 'T91')
+    ds = datasets.make({'name': 'image-folder', 'args': {'root_path': root, 'first_k': 3, 'repeat': 4}})
+    assert len(ds) == 12
+    img = ds[0]
+    assert img.dtype == torch.uint8 and img.shape[0] == 3
+    assert torch.equal(ds[3], img)  # repeat cycles over the same files
+    names = sorted(os.listdir(root))
+    split = tmp_path / 'split.json'
+    split.write_text(json.dumps({'train': names[5:7], 'val': names[:1]}))
+    tr = datasets.make({'name': 'image-folder', 'args': {'root_path': root, 'split_file': str(split),
+                                                         'split_key': 'train', 'cache': 'in_memory'}})
+    assert len(tr) == 2 and tr[1].dtype == torch.uint8
+    assert torch.equal(tr[0], datasets.make({'name': 'image-folder', 'args': {'root_path': root}})[5])
+    with pytest.raises(UserError, match='split'):
+        datasets.make({'name': 'image-folder', 'args': {'root_path': root, 'split_file': str(split),
+                                                        'split_key': 'test'}})
+
+
+def test_bin_cache_matches_and_is_reused(tmp_path):
+    src = shared_path('train', 'T91')
+    root = tmp_path / 'imgs'
+    root.mkdir()
+    for n in sorted(os.listdir(src))[:2]:
+        shutil.copy(os.path.join(src, n), root / n)
+    plain = datasets.make({'name': 'image-folder', 'args': {'root_path': str(root)}})
+    binned = datasets.make({'name': 'image-folder', 'args': {'root_path': str(root), 'cache': 'bin'}})
+    cache = tmp_path / '_bin_imgs'
+    files = sorted(os.listdir(cache))
+    assert len(files) == 2 and all(f.endswith('.npy') for f in files)
+    for k in range(2):
+        assert binned[k].dtype == torch.uint8 and torch.equal(binned[k], plain[k])
+    mtimes = [os.stat(cache / f).st_mtime_ns for f in files]
+    datasets.make({'name': 'image-folder', 'args': {'root_path': str(root), 'cache': 'bin'}})
+    assert [os.stat(cache / f).st_mtime_ns for f in files] == mtimes
+
+
+def test_concat_and_paired(tmp_path):
+    lr, hr = tmp_path / 'lr', tmp_path / 'hr'
+    for k in range(3):
+        _save(lr, f'{k}.png', np.full((4, 5, 3), k, np.uint8))
+        _save(hr, f'{k}.png', np.full((8, 10, 3), k, np.uint8))
+    cat = datasets.make({'name': 'concat', 'args': {'datasets': [
+        {'name': 'image-folder', 'args': {'root_path': str(lr)}},
+        {'name': 'image-folder', 'args': {'root_path': str(hr), 'repeat': 2}}]}})
+    assert len(cat) == 9 and cat[2].shape == (3, 4, 5) and cat[3].shape == (3, 8, 10)
+    pairs = datasets.make({'name': 'paired-image-folders', 'args': {'root_path_1': str(lr), 'root_path_2': str(hr)}})
+    a, b = pairs[2]
+    assert len(pairs) == 3 and int(a[0, 0, 0]) == int(b[0, 0, 0]) == 2
+    with pytest.raises(UserError, match='concat'):
+        datasets.make({'name': 'concat', 'args': {'datasets': []}})
+
+
+@pytest.mark.parametrize('augment', [False, True])
+def test_downsampled_queries_hit_their_hr_pixels(position_folder, augment):
+    folder = datasets.make({'name': 'image-folder', 'args': {'root_path': position_folder, 'repeat': 5}})
+    ds = datasets.make({'name': 'sr-implicit-downsampled', 'args': {
+        'inp_size': 16, 'scale_min': 1.5, 'scale_max': 4, 'augment': augment, 'sample_q': 200}}, {'dataset': folder})
+    ds.reseed(1)
+    for idx in range(len(ds)):
+        s = ds[idx]
+        assert s['inp'].shape == (3, 16, 16) and s['coord'].shape == (200, 2)
+        assert s['cell'].shape == (200, 2) and s['gt'].shape == (200, 3)
+        assert s['coord'].abs().max() < 1 and s['inp'].min() >= 0 and s['inp'].max() <= 1
+        cell = s['cell'][0]
+        assert torch.all(s['cell'] == cell)
+        i, j, h, w = _query_pixels(s['coord'], cell)
+        assert h == w and 1.5 - 0.5 / 16 <= h / 16 <= 4 + 0.5 / 16
+        rows, cols = _decode(s['gt'])
+        if augment:
+            assert _one_dihedral_fits(i, j, rows, cols, h)
+        else:
+            assert len(set((rows - i).tolist())) == 1 and len(set((cols - j).tolist())) == 1
+
+
+def test_downsampled_input_is_the_downscaled_target_after_augmentation():
+    folder = datasets.make({'name': 'image-folder', 'args': {'root_path': shared_path('benchmark', 'Set5', 'HR'),
+                                                             'cache': 'in_memory'}})
+    ds = datasets.make({'name': 'sr-implicit-downsampled', 'args': {'inp_size': 24, 'scale_max': 4, 'augment': True}},
+                       {'dataset': folder})
+    ds.reseed(3)
+    for idx in range(len(ds)):
+        s = ds[idx]
+        h, w = (2 / s['cell'][0]).round().long().tolist()
+        hr = s['gt'].view(h, w, 3).permute(2, 0, 1)
+        # flips and transposes commute with the resize up to float rounding before 8-bit quantisation
+        assert (downsample(hr, (24, 24)) - s['inp']).abs().max() <= 1 / 255 + 1e-6
+        assert not torch.equal(s['inp'], s['inp'].flip(-1))
+
+
+def test_downsampled_full_image_and_small_images(tmp_path):
+    _save(tmp_path / 's', 'x.png', _position_image(30, 40))
+    folder = datasets.make({'name': 'image-folder', 'args': {'root_path': str(tmp_path / 's')}})
+    full = datasets.make({'name': 'sr-implicit-downsampled', 'args': {'scale_min': 2.5}}, {'dataset': folder})[0]
+    assert full['inp'].shape == (3, 12, 16) and full['gt'].shape == (30 * 40, 3)
+    assert torch.allclose(full['cell'][0], torch.tensor([2 / 30, 2 / 40]))
+    ds = datasets.make({'name': 'sr-implicit-downsampled', 'args': {'inp_size': 12, 'scale_max': 4}}, {'dataset': folder})
+    with pytest.raises(UserError, match='cap_scale'):
+        ds.reseed(0)
+        for _ in range(20):
+            ds[0]
+    capped = datasets.make({'name': 'sr-implicit-downsampled', 'args': {'inp_size': 12, 'scale_max': 4,
+                                                                       'cap_scale': True}}, {'dataset': folder})
+    for epoch in range(20):
+        capped.reseed(0, epoch)
+        h = round(2 / capped[0]['cell'][0, 0].item())
+        assert 12 <= h <= 30
+
+
+@pytest.mark.parametrize('augment', [False, True])
+def test_paired_crops_align(tmp_path, augment):
+    rng = np.random.default_rng(0)
+    for k in range(2):
+        lr = rng.integers(0, 256, (20, 24, 3), dtype=np.uint8)
+        _save(tmp_path / 'lr', f'{k}.png', lr)
+        _save(tmp_path / 'hr', f'{k}.png', lr.repeat(3, 0).repeat(3, 1))  # nearest x3: HR pixel -> LR pixel
+    pairs = datasets.make({'name': 'paired-image-folders', 'args': {
+        'root_path_1': str(tmp_path / 'lr'), 'root_path_2': str(tmp_path / 'hr'), 'repeat': 4}})
+    ds = datasets.make({'name': 'sr-implicit-paired', 'args': {'inp_size': 8, 'augment': augment, 'sample_q': 100}},
+                       {'dataset': pairs})
+    ds.reseed(0)
+    for idx in range(len(ds)):
+        s = ds[idx]
+        i, j, h, w = _query_pixels(s['coord'], s['cell'][0])
+        assert (h, w) == (24, 24) and s['inp'].shape == (3, 8, 8)
+        assert torch.equal(s['gt'], s['inp'][:, i // 3, j // 3].t())
+
+
+def test_uniform_varied_sizes_flip_and_gt_resize(tmp_path):
+    half = np.zeros((16, 16, 3), np.uint8)
+    half[:, 8:] = 255  # bright right half: a flip shows on both images
+    for k in range(5):
+        _save(tmp_path / 'lr', f'{k}.png', half)
+        _save(tmp_path / 'hr', f'{k}.png', half.repeat(8, 0).repeat(8, 1))
+    pairs = datasets.make({'name': 'paired-image-folders', 'args': {'root_path_1': str(tmp_path / 'lr'),
+                                                                    'root_path_2': str(tmp_path / 'hr')}})
+    ds = datasets.make({'name': 'sr-implicit-uniform-varied', 'args': {
+        'size_min': 16, 'size_max': 128, 'augment': True, 'sample_q': 256}}, {'dataset': pairs})
+    assert [ds.hr_size(k) for k in range(5)] == [16, 44, 72, 100, 128]
+    flips = set()
+    for epoch in range(6):
+        ds.reseed(0, epoch)
+        for idx in range(5):
+            s = ds[idx]
+            assert s['inp'].shape == (3, 16, 16) and s['gt'].shape == (256, 3)
+            assert torch.allclose(s['cell'], torch.full((256, 2), 2 / ds.hr_size(idx)))
+            inp_right = s['inp'][:, :, 8:].mean() > s['inp'][:, :, :8].mean()
+            gt_right = (s['gt'].mean(1)[s['coord'][:, 1] > 0].mean() > s['gt'].mean(1)[s['coord'][:, 1] < 0].mean())
+            assert inp_right == gt_right
+            flips.add(bool(inp_right))
+    assert flips == {True, False}
+    fixed = datasets.make({'name': 'sr-implicit-uniform-varied', 'args': {'size_min': 16, 'size_max': 128,
+                                                                         'gt_resize': 64}}, {'dataset': pairs})
+    s = fixed[4]
+    assert s['gt'].shape == (64 * 64, 3) and torch.allclose(s['cell'][0], torch.tensor([2 / 64, 2 / 64]))
+
+
+def test_reseeded_samples_are_reproducible_and_worker_independent(position_folder):
+    folder = datasets.make({'name': 'image-folder', 'args': {'root_path': position_folder, 'repeat': 4}})
+    ds = datasets.make({'name': 'sr-implicit-downsampled', 'args': {
+        'inp_size': 16, 'scale_max': 4, 'augment': True, 'sample_q': 32}}, {'dataset': folder})
+    ds.reseed(7, epoch=2)
+    a = [ds[k] for k in range(len(ds))]
+    ds.reseed(7, epoch=2)
+    assert all(torch.equal(x['gt'], ds[k]['gt']) for k, x in enumerate(a))
+    ds.reseed(7, epoch=3)
+    assert not all(torch.equal(x['coord'], ds[k]['coord']) for k, x in enumerate(a))
+    ds.reseed(7, epoch=2)
+    batches = list(DataLoader(ds, batch_size=3, num_workers=2))
+    assert torch.equal(torch.cat([b['inp'] for b in batches]), torch.stack([x['inp'] for x in a]))

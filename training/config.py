@@ -1,0 +1,149 @@
+"""The training config: schema check (unknown or missing keys, bad names and arguments) and defaults.
+
+Everything here runs before any data is read, so a bad config or override fails in a second.
+"""
+import copy
+import inspect
+import math
+import re
+from typing import Any, Dict, Iterable, Optional
+
+import torch
+
+from datasets.registry import DATASETS
+from models.registry import MODELS
+from utils.errors import UserError
+
+OPTIMIZERS = {'adam': torch.optim.Adam, 'sgd': torch.optim.SGD}
+AMP_MODES = ('bf16', 'fp16')
+EVAL_TYPE = re.compile(r'^(div2k|benchmark)-(\d+)$')
+
+REQUIRED = ('train_dataset', 'data_norm', 'model', 'optimizer', 'epoch_max')
+# optional keys and their defaults (num_workers None = min(8, CPU cores per process))
+DEFAULTS: Dict[str, Any] = {
+    'val_dataset': None, 'multi_step_lr': None, 'epoch_val': 1, 'epoch_save': None, 'resume': None,
+    'eval_type': None, 'eval_bsize': None, 'amp': None, 'tf32': False, 'seed': 0, 'num_workers': None,
+    'time_limit': None, 'step_limit': None, 'device': None, 'compile': False,
+}
+DEVICES = ('cpu', 'cuda')  # device None: CUDA when available
+
+
+def _mapping(node: Any, where: str, required: Iterable[str], optional: Iterable[str] = ()) -> Dict:
+    """Check node is a mapping with every required key and no key outside required + optional."""
+    name = where or 'the config'
+    if not isinstance(node, dict):
+        raise UserError(f"{name} must be a mapping, got {node!r}")
+    known = list(required) + list(optional)
+    for key in node:
+        if key not in known:
+            path = f"{where}.{key}" if where else key
+            raise UserError(f"unknown config key {path!r}; {name} takes {', '.join(known)}")
+    for key in required:
+        if key not in node:
+            raise UserError(f"{name} is missing the key {key!r}")
+    return node
+
+
+def _int(value: Any, where: str, minimum: int, optional: bool = False) -> None:
+    if value is None and optional:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise UserError(f"{where} must be an integer >= {minimum}, got {value!r}")
+
+
+def _number(value: Any, where: str, optional: bool = False) -> None:
+    if value is None and optional:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        raise UserError(f"{where} must be a positive number, got {value!r}")
+
+
+def _dataset_spec(spec: Any, where: str, args: Optional[Dict[str, Any]] = None) -> None:
+    """A {name, args} dataset spec whose name is registered and whose arguments fit (nested ones too)."""
+    _mapping(spec, where, ['name'], ['args'])
+    kwargs = DATASETS.check(spec, args)
+    for sub in kwargs.get('datasets') or []:  # 'concat' holds specs of its own
+        _dataset_spec(sub, f"{where}.args.datasets[]")
+
+
+def _data_section(section: Any, where: str) -> None:
+    _mapping(section, where, ['dataset', 'batch_size'], ['wrapper'])
+    _dataset_spec(section['dataset'], f"{where}.dataset")
+    if section.get('wrapper') is not None:
+        _dataset_spec(section['wrapper'], f"{where}.wrapper", {'dataset': None})
+    _int(section['batch_size'], f"{where}.batch_size", 1)
+
+
+def _data_norm(node: Any) -> None:
+    _mapping(node, 'data_norm', ['inp', 'gt'])
+    for part in ('inp', 'gt'):
+        _mapping(node[part], f"data_norm.{part}", ['sub', 'div'])
+        for key in ('sub', 'div'):
+            v = node[part][key]
+            if not (isinstance(v, list) and len(v) in (1, 3)
+                    and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v)):
+                raise UserError(f"data_norm.{part}.{key} must be a list of 1 or 3 numbers, got {v!r}")
+            if key == 'div' and any(x == 0 for x in v):
+                raise UserError(f"data_norm.{part}.div must not contain 0")
+
+
+def _model(spec: Any) -> None:
+    _mapping(spec, 'model', ['name'], ['args'])
+    MODELS.check(spec)
+    # nested encoder / MLP specs are only checked by building; on the meta device that costs nothing
+    import models
+    with torch.device('meta'):
+        models.make(spec)
+
+
+def _optimizer(spec: Any) -> None:
+    _mapping(spec, 'optimizer', ['name'], ['args'])
+    if spec['name'] not in OPTIMIZERS:
+        raise UserError(f"unknown optimizer {spec['name']!r}; known: {', '.join(OPTIMIZERS)}")
+    args = spec.get('args') or {}
+    if not isinstance(args, dict):
+        raise UserError(f"optimizer.args must be a mapping, got {args!r}")
+    try:
+        inspect.signature(OPTIMIZERS[spec['name']]).bind([], **args)
+    except TypeError as e:
+        raise UserError(f"bad arguments for optimizer {spec['name']!r}: {e}") from None
+
+
+def _schedule(node: Any) -> None:
+    _mapping(node, 'multi_step_lr', ['milestones', 'gamma'])
+    ms = node['milestones']
+    if not (isinstance(ms, list) and all(isinstance(m, int) and not isinstance(m, bool) for m in ms)):
+        raise UserError(f"multi_step_lr.milestones must be a list of integers, got {ms!r}")
+    _number(node['gamma'], 'multi_step_lr.gamma')
+
+
+def validate_config(cfg: Dict[str, Any]) -> Dict[str, Any]:
+    """Check a training config completely; return a copy with every optional key filled in."""
+    _mapping(cfg, '', REQUIRED, DEFAULTS)
+    cfg = {**copy.deepcopy(DEFAULTS), **copy.deepcopy(cfg)}
+    _data_section(cfg['train_dataset'], 'train_dataset')
+    if cfg['val_dataset'] is not None:
+        _data_section(cfg['val_dataset'], 'val_dataset')
+    _data_norm(cfg['data_norm'])
+    _model(cfg['model'])
+    _optimizer(cfg['optimizer'])
+    if cfg['multi_step_lr'] is not None:
+        _schedule(cfg['multi_step_lr'])
+    _int(cfg['epoch_max'], 'epoch_max', 1)
+    for key in ('epoch_val', 'epoch_save', 'eval_bsize', 'step_limit'):
+        _int(cfg[key], key, 1, optional=True)
+    _int(cfg['num_workers'], 'num_workers', 0, optional=True)
+    _int(cfg['seed'], 'seed', 0)
+    _number(cfg['time_limit'], 'time_limit', optional=True)
+    if cfg['amp'] not in (None,) + AMP_MODES:
+        raise UserError(f"amp must be one of {', '.join(AMP_MODES)} or null, got {cfg['amp']!r}")
+    if cfg['device'] not in (None,) + DEVICES:
+        raise UserError(f"device must be one of {', '.join(DEVICES)} or null (auto), got {cfg['device']!r}")
+    for key in ('tf32', 'compile'):
+        if not isinstance(cfg[key], bool):
+            raise UserError(f"{key} must be true or false, got {cfg[key]!r}")
+    if cfg['eval_type'] is not None and not (isinstance(cfg['eval_type'], str) and EVAL_TYPE.match(cfg['eval_type'])):
+        raise UserError(f"eval_type must be div2k-<scale> or benchmark-<scale>, got {cfg['eval_type']!r}")
+    if cfg['resume'] is not None and not isinstance(cfg['resume'], str):
+        raise UserError(f"resume must be a checkpoint path, got {cfg['resume']!r}")
+    return cfg
