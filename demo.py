@@ -43,7 +43,7 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     size.add_argument('--resolution', help="output size H,W in pixels")
     size.add_argument('--scale', help="scale factor, any positive number (e.g. 2.5)")
     p.add_argument('--output', required=True, help="output image; the format follows the extension")
-    p.add_argument('--gpu', default=None, help="CUDA device number; the CPU when absent or unavailable")
+    p.add_argument('--gpu', default=None, help="CUDA device number, or cpu (default: cuda:0 when CUDA is present, else the CPU)")
     p.add_argument('--bsize', type=int, default=30000, help="queries per model call (bounds memory)")
     return p.parse_args(argv)
 

@@ -19,7 +19,7 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument('--config', required=True, help="test config (configs/test/*.yaml)")
     p.add_argument('--model', required=True, help="checkpoint of a LIIF or MetaSR model")
-    p.add_argument('--gpu', default=None, help="CUDA device number; the CPU when absent or unavailable")
+    p.add_argument('--gpu', default=None, help="CUDA device number, or cpu (default: cuda:0 when CUDA is present, else the CPU)")
     p.add_argument('--eval-bsize', type=int, default=None,
                    help="queries per model call (default: the config's eval_bsize)")
     p.add_argument('--data-root', action='append', default=[], metavar='[OLD=]NEW',

@@ -53,7 +53,7 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
                    help="replace the dataset path prefix OLD (default ./load) by NEW; repeatable")
     p.add_argument('--lr-cache', default='./load/_lr_cache',
                    help="where LR images generated for a missing LR_bicubic folder are kept")
-    p.add_argument('--gpu', default=None, help="CUDA device number; the CPU when absent or unavailable")
+    p.add_argument('--gpu', default=None, help="CUDA device number, or cpu (default: cuda:0 when CUDA is present, else the CPU)")
     p.add_argument('--eval-bsize', type=int, default=None, help="queries per model call (default 30000)")
     return p.parse_args(argv)
 

@@ -12,11 +12,13 @@ log = logging.getLogger(__name__)
 
 
 def select_device(gpu: Optional[str]) -> torch.device:
-    """cuda:ID for `--gpu ID` when CUDA is available, else the CPU (with a warning if a GPU was asked for)."""
+    """cuda:ID for `--gpu ID`; without it cuda:0 when CUDA is present, else the CPU; `--gpu cpu` forces the CPU."""
     if gpu is None or gpu == '':
+        return torch.device('cuda:0' if torch.cuda.is_available() else 'cpu')
+    if gpu.lower() == 'cpu':
         return torch.device('cpu')
     if not gpu.isdigit():
-        raise UserError(f"--gpu takes a device number such as 0, not {gpu!r}")
+        raise UserError(f"--gpu takes a device number such as 0 (or cpu), not {gpu!r}")
     if not torch.cuda.is_available():
         log.warning("--gpu %s asked for, but CUDA is not available: running on the CPU", gpu)
         return torch.device('cpu')

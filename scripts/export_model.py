@@ -1,0 +1,49 @@
+"""Strip a training checkpoint down to a release checkpoint: {'model': {'name', 'args', 'sd'}, 'meta': ...}.
+
+    python scripts/export_model.py save/RUN/epoch-last.pth weights/liif-edsr-baseline.pth
+
+The optimizer, scheduler, RNG and resume state are dropped; what the model was trained with
+(steps, epoch, the training config) is kept under 'meta' as plain data.
+"""
+import argparse
+import os
+import sys
+from typing import Any, Dict, List, Optional
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from utils.checkpoint import atomic_save, load_checkpoint  # noqa: E402
+from utils.cli import run_cli  # noqa: E402
+
+
+def release_checkpoint(ckpt: Dict[str, Any], fp16: bool = False) -> Dict[str, Any]:
+    """The model entry of a training checkpoint (float tensors in fp16 if asked) plus training metadata."""
+    entry = dict(ckpt['model'])
+    sd = entry['sd']
+    if fp16:
+        sd = {k: v.half() if v.is_floating_point() else v for k, v in sd.items()}
+    entry['sd'] = {k: v.detach().clone().contiguous() for k, v in sd.items()}
+    state = ckpt.get('train_state') or {}
+    meta = {'epoch': ckpt.get('epoch'), 'global_step': state.get('global_step'),
+            'best_val_psnr': state.get('best_val_psnr'), 'train_config': state.get('config')}
+    return {'model': entry, 'meta': meta}
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    """Command line entry point."""
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument('src', help="training checkpoint (e.g. epoch-last.pth)")
+    p.add_argument('dst', help="release checkpoint to write")
+    p.add_argument('--fp16', action='store_true', help="store weights in half precision (half the size)")
+    args = p.parse_args(argv)
+    out = release_checkpoint(load_checkpoint(args.src), fp16=args.fp16)
+    os.makedirs(os.path.dirname(os.path.abspath(args.dst)), exist_ok=True)
+    atomic_save(out, args.dst)
+    print(f"wrote {args.dst} ({os.path.getsize(args.dst) / 2 ** 20:.2f} MiB, "
+          f"step {out['meta']['global_step']}, epoch {out['meta']['epoch']})")
+
+
+if __name__ == '__main__':
+    run_cli(main)
