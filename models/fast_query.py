@@ -1,0 +1,272 @@
+"""Exact fast query paths for LIIF and MetaSR: the per-code part of the MLP as a convolution.
+
+LIIF's first layer applied to a code's unfolded 3x3 block is a 3x3 convolution of the feature map
+(unfold's channel order c*9 + k is conv2d's (out, in, kh, kw) weight layout), so it is computed
+once per code instead of once per query and shift; each query gathers its code's row by integer
+index and adds the tiny coordinate / cell term. MetaSR's last layer contracted with the code is
+likewise a convolution, leaving per query only the 3 -> 256 layer and a 256 x 3 dot product.
+Only float rounding differs from the reference path.
+"""
+import contextlib
+import weakref
+from typing import Iterator, List, Optional, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from models.sampling import nearest_index
+from utils.coord import coord_seq
+
+QUERY_MODES = ('fast', 'reference')
+# MLP rows per pass without autograd: (8192 x 256) fp32 activations stay in L2/L3, and a
+# (8192 x 256) @ (256 x 256) product already runs at ~90% of the sgemm peak on a 2-core AVX-512 CPU
+ROWS_PER_PASS = 8192
+DEFAULT_TABLE_MB = 256
+
+
+def check_query_mode(mode: str) -> str:
+    """`mode` if it is 'fast' or 'reference', else a ValueError."""
+    if mode not in QUERY_MODES:
+        raise ValueError(f"query_mode must be one of {QUERY_MODES}, not {mode!r}")
+    return mode
+
+
+@contextlib.contextmanager
+def query_mode(model: nn.Module, mode: str) -> Iterator[nn.Module]:
+    """Temporarily set model.query_mode ('fast' or 'reference')."""
+    old = model.query_mode
+    model.query_mode = check_query_mode(mode)
+    try:
+        yield model
+    finally:
+        model.query_mode = old
+
+
+def mlp_layers(imnet: Optional[nn.Module]) -> Optional[List[nn.Module]]:
+    """imnet's layers if it is a Linear/ReLU stack starting with a Linear (what the fast path runs), else None."""
+    layers = getattr(imnet, 'layers', None)
+    if not isinstance(layers, nn.Sequential) or len(layers) == 0 or not isinstance(layers[0], nn.Linear):
+        return None
+    if not all(isinstance(m, (nn.Linear, nn.ReLU)) for m in layers):
+        return None
+    return list(layers)
+
+
+def run_layers(x: torch.Tensor, layers: Sequence[nn.Module]) -> torch.Tensor:
+    """Apply Linear/ReLU layers to x (M, K) with addmm and in-place ReLU (no extra activation copies)."""
+    for m in layers:
+        if isinstance(m, nn.ReLU):
+            x = x.relu_()
+        elif m.bias is None:
+            x = torch.mm(x, m.weight.t())
+        else:
+            x = torch.addmm(m.bias, x, m.weight.t())
+    return x
+
+
+def conv_rows(feat: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
+              r0: int, r1: int) -> torch.Tensor:
+    """Zero-padded 'same' convolution of feat (N, C, h, w), output rows r0..r1 only: (N, r1 - r0, w, D)."""
+    h = feat.shape[2]
+    p = weight.shape[-1] // 2
+    lo, hi = r0 - p, r1 + p
+    src = feat[:, :, max(lo, 0):min(hi, h)]
+    top, bottom = max(0, -lo), max(0, hi - h)
+    if (top, bottom) == (p, p):
+        pad = p
+    else:  # a window inside the map: its neighbour rows are real data, pad only at the map's borders
+        src = F.pad(src, (0, 0, top, bottom)) if top or bottom else src
+        pad = (0, p)
+    # channels_last makes the output's (N, rows, w, D) view contiguous, and is the fast CPU layout
+    out = F.conv2d(src.contiguous(memory_format=torch.channels_last), weight, bias, padding=pad)
+    return out.permute(0, 2, 3, 1).contiguous()
+
+
+class CodeTable:
+    """Per-code rows of a convolution of the current feature map, for a window of feature rows.
+
+    Reused across query_rgb calls while the feature map, the weights (by tensor version) and the
+    autocast state are unchanged. Never used when autograd records: training builds it inside the
+    graph on every call instead.
+    """
+
+    def __init__(self, budget_mb: float = DEFAULT_TABLE_MB):
+        self.budget_mb = budget_mb
+        self.clear()
+
+    def clear(self) -> None:
+        """Forget the table (the feature map changed)."""
+        self._feat_ref, self._key, self.table, self.r0, self.r1 = None, None, None, 0, 0
+
+    def rows(self, feat: torch.Tensor, weight_fn, params: Sequence[torch.Tensor], need: Tuple[int, int],
+             cache: bool) -> Tuple[torch.Tensor, int]:
+        """(table (N * rows * w, D), first row) covering feature rows need[0]..need[1] (exclusive end)."""
+        n, _, h, w = feat.shape
+        key = (feat._version, tuple(p._version for p in params), _autocast_state(feat.device))
+        if cache and self._feat_ref is not None and self._feat_ref() is feat and self._key == key \
+                and self.r0 <= need[0] and need[1] <= self.r1:
+            return self.table, self.r0
+        self.clear()  # free the old table before building the next one
+        weight, bias = weight_fn()
+        per_row = n * w * weight.shape[0] * 4
+        budget_rows = int(self.budget_mb * 2 ** 20 // per_row)
+        r0, r1 = (0, h) if budget_rows >= h else (need[0], min(h, max(need[1], need[0] + budget_rows)))
+        table = conv_rows(feat, weight, bias, r0, r1).view(-1, weight.shape[0])
+        if cache:
+            self._feat_ref, self._key, self.table, self.r0, self.r1 = weakref.ref(feat), key, table, r0, r1
+        return table, r0
+
+    def full_fits(self, feat: torch.Tensor, channels: int) -> bool:
+        """Whether a table of all rows fits the budget (then no per-chunk row range is needed)."""
+        n, _, h, w = feat.shape
+        return n * h * w * channels * 4 <= self.budget_mb * 2 ** 20
+
+
+def _autocast_state(device: torch.device) -> Tuple[bool, Optional[torch.dtype]]:
+    kind = device.type
+    if torch.is_autocast_enabled(kind):
+        return True, torch.get_autocast_dtype(kind)
+    return False, None
+
+
+def _records_grad(feat: torch.Tensor, params: Sequence[torch.Tensor]) -> bool:
+    return torch.is_grad_enabled() and (feat.requires_grad or any(p.requires_grad for p in params))
+
+
+def _row_window(rows: torch.Tensor, h: int, full: bool) -> Tuple[int, int]:
+    if full:
+        return 0, h
+    return int(rows.min()), int(rows.max()) + 1
+
+
+def _gather(table: torch.Tensor, r0: int, tab_rows: int, w: int, row: torch.Tensor,
+            col: torch.Tensor) -> torch.Tensor:
+    """Rows of table (N * tab_rows * w, D) for codes (row, col) of shape (..., N, q)."""
+    n = torch.arange(row.shape[-2], device=row.device).view(-1, 1)
+    flat = (n * tab_rows + (row - r0)) * w + col
+    return table.index_select(0, flat.reshape(-1))
+
+
+# ---- LIIF ------------------------------------------------------------------------------------
+
+def liif_query(model: nn.Module, coord: torch.Tensor, cell: Optional[torch.Tensor]) -> torch.Tensor:
+    """LIIF.query_rgb through the per-code convolution table: (N, Q, out_dim), same values up to rounding."""
+    feat = model.feat
+    layers = mlp_layers(model.imnet)
+    first = layers[0]
+    params = [first.weight] + ([first.bias] if first.bias is not None else [])
+    n, c, h, w = feat.shape
+    k = 3 if model.feat_unfold else 1
+    ncode = c * k * k
+    hidden = first.weight.shape[0]
+
+    def table_weights():
+        return first.weight[:, :ncode].reshape(hidden, c, k, k), first.bias
+
+    if model.local_ensemble:
+        shifts = [(vx * (2 / h / 2) + 1e-6, vy * (2 / w / 2) + 1e-6) for vx in (-1, 1) for vy in (-1, 1)]
+    else:
+        shifts = [(0.0, 0.0)]
+    shift = torch.tensor(shifts, dtype=coord.dtype, device=coord.device).view(-1, 1, 1, 2)
+    row_c, col_c = coord_seq(h, device=coord.device), coord_seq(w, device=coord.device)
+    hw = torch.tensor([h, w], dtype=coord.dtype, device=coord.device)
+    rel_cell = cell * hw if model.cell_decode else None
+    w_extra = first.weight[:, ncode:]
+
+    def query(crd: torch.Tensor, rcell: Optional[torch.Tensor], table_for) -> torch.Tensor:
+        # the same float32 operations as the reference, so the chosen codes and rel are bit-identical
+        crd_ = (crd.unsqueeze(0) + shift).clamp_(-1 + 1e-6, 1 - 1e-6)
+        row, col = nearest_index(crd_, h, w)
+        table, r0, tab_rows = table_for(row)
+        x = _gather(table, r0, tab_rows, w, row, col)
+        rel = crd.unsqueeze(0) - torch.stack([row_c[row], col_c[col]], dim=-1)
+        rel[..., 0] *= h
+        rel[..., 1] *= w
+        extra = rel if rcell is None else torch.cat([rel, rcell.unsqueeze(0).expand_as(rel)], dim=-1)
+        x = x.addmm_(extra.reshape(-1, extra.shape[-1]).to(x.dtype), w_extra.t().to(x.dtype))
+        pred = run_layers(x, layers[1:]).float().view(*row.shape, -1)
+        areas = torch.abs(rel[..., 0] * rel[..., 1]) + 1e-9
+        tot_area = areas.sum(dim=0)
+        if model.local_ensemble:
+            areas = areas.flip(0)  # weight each prediction by the area towards the opposite code
+        ret = pred[0] * (areas[0] / tot_area).unsqueeze(-1)
+        for i in range(1, len(pred)):
+            ret = ret + pred[i] * (areas[i] / tot_area).unsqueeze(-1)
+        return ret
+
+    return _chunked(model._codes, feat, params, table_weights, hidden, len(shifts), coord, rel_cell, query)
+
+
+def _chunked(codes: CodeTable, feat: torch.Tensor, params: Sequence[torch.Tensor], table_weights,
+             channels: int, passes: int, coord: torch.Tensor, extra: Optional[torch.Tensor], query) -> torch.Tensor:
+    """Run query(coord chunk, extra chunk, table_for) over coord (N, Q, 2): one pass with autograd, else chunks."""
+    n, _, h, _ = feat.shape
+    if _records_grad(feat, params):
+        def table_in_graph(row):
+            table, r0 = codes.rows(feat, table_weights, params, (0, h), cache=False)
+            return table, r0, h
+        return query(coord, extra, table_in_graph)
+
+    full = codes.full_fits(feat, channels)
+
+    def cached_table(row):
+        lo, hi = _row_window(row, h, full)
+        table, r0 = codes.rows(feat, table_weights, params, (lo, hi), cache=True)
+        return table, r0, codes.r1 - codes.r0
+
+    q = coord.shape[1]
+    step = max(1, ROWS_PER_PASS // (passes * n))
+    if q <= step:
+        return query(coord, extra, cached_table)
+    out = None
+    for i in range(0, q, step):
+        part = query(coord[:, i:i + step], None if extra is None else extra[:, i:i + step], cached_table)
+        if out is None:
+            out = part.new_empty(n, q, part.shape[-1])
+        out[:, i:i + step] = part
+    return out
+
+
+# ---- MetaSR ----------------------------------------------------------------------------------
+
+def metasr_query(model: nn.Module, coord: torch.Tensor, cell: torch.Tensor) -> torch.Tensor:
+    """MetaSR.query_rgb with the last layer folded into a per-code table: (N, Q, 3)."""
+    feat = model.feat
+    layers = mlp_layers(model.imnet)
+    last = layers[-1]
+    params = [last.weight] + ([last.bias] if last.bias is not None else [])
+    n, c, h, w = feat.shape
+    hid = last.weight.shape[1]
+    channels = 3 * hid + 3
+
+    def table_weights():
+        # weights(view 9C x 3)[i, j] = W[3i + j] . hidden + b[3i + j]; contracted with code i over the
+        # 3x3 block this is a conv with out channel j * hid + k (and 3 more for the bias)
+        wt = last.weight.view(c, 9, 3, hid).permute(2, 3, 0, 1).reshape(3 * hid, c, 3, 3)
+        if last.bias is not None:
+            wt = torch.cat([wt, last.bias.view(c, 3, 3, 3).permute(3, 0, 1, 2)], dim=0)
+        else:
+            wt = torch.cat([wt, wt.new_zeros(3, c, 3, 3)], dim=0)
+        return wt, None
+
+    row_c = coord_seq(h, device=coord.device) - (2 / h) / 2
+    col_c = coord_seq(w, device=coord.device) - (2 / w) / 2
+
+    def query(crd: torch.Tensor, cll: torch.Tensor, table_for) -> torch.Tensor:
+        crd_ = crd.clone()
+        crd_[:, :, 0] -= cll[:, :, 0] / 2
+        crd_[:, :, 1] -= cll[:, :, 1] / 2
+        row, col = nearest_index((crd_ + 1e-6).clamp(-1 + 1e-6, 1 - 1e-6), h, w)
+        table, r0, tab_rows = table_for(row)
+        p = _gather(table, r0, tab_rows, w, row, col)
+        rel = crd_ - torch.stack([row_c[row], col_c[col]], dim=-1)
+        rel[:, :, 0] *= h / 2
+        rel[:, :, 1] *= w / 2
+        r_rev = cll[:, :, 0] * (h / 2)
+        x = torch.cat([rel, r_rev.unsqueeze(-1)], dim=-1).view(-1, 3)
+        hidden = run_layers(x, layers[:-1]).to(p.dtype)
+        pred = torch.bmm(p[:, :3 * hid].view(-1, 3, hid), hidden.unsqueeze(-1)).squeeze(-1) + p[:, 3 * hid:]
+        return pred.float().view(*row.shape, 3)
+
+    return _chunked(model._codes, feat, params, table_weights, channels, 1, coord, cell, query)
