@@ -53,16 +53,47 @@ def mlp_layers(imnet: Optional[nn.Module]) -> Optional[List[nn.Module]]:
     return list(layers)
 
 
-def run_layers(x: torch.Tensor, layers: Sequence[nn.Module]) -> torch.Tensor:
-    """Apply Linear/ReLU layers to x (M, K) with addmm and in-place ReLU (no extra activation copies)."""
-    for m in layers:
+def run_layers(x: torch.Tensor, layers: Sequence[nn.Module], buffers: Optional['Workspace'] = None) -> torch.Tensor:
+    """Apply Linear/ReLU layers to x (M, K) with addmm and in-place ReLU.
+
+    With `buffers`, activations go to two reused buffers: a fresh multi-MB tensor per layer and
+    chunk costs page faults that slowed the CPU query stage by ~30%.
+    """
+    n_linear = 0
+    for i, m in enumerate(layers):
         if isinstance(m, nn.ReLU):
             x = x.relu_()
-        elif m.bias is None:
-            x = torch.mm(x, m.weight.t())
+            continue
+        out = None
+        if buffers is not None and i + 1 < len(layers):  # the small last output is allocated
+            out = buffers.get(f'act{n_linear % 2}', (x.shape[0], m.out_features), x)
+        n_linear += 1
+        if m.bias is None:
+            x = torch.mm(x, m.weight.t(), out=out)
         else:
-            x = torch.addmm(m.bias, x, m.weight.t())
+            x = torch.addmm(m.bias, x, m.weight.t(), out=out)
     return x
+
+
+class Workspace:
+    """Named scratch tensors reused across chunks and calls (grown when a larger one is asked for)."""
+
+    def __init__(self):
+        self._bufs = {}
+
+    def get(self, name: str, shape: Tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
+        """A tensor of `shape` with like's dtype and device (contents undefined)."""
+        numel = 1
+        for d in shape:
+            numel *= d
+        buf = self._bufs.get(name)
+        if buf is None or buf.numel() < numel or buf.dtype != like.dtype or buf.device != like.device:
+            buf = self._bufs[name] = torch.empty(numel, dtype=like.dtype, device=like.device)
+        return buf[:numel].view(shape)
+
+    def clear(self) -> None:
+        """Free every buffer."""
+        self._bufs = {}
 
 
 def conv_rows(feat: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
@@ -93,11 +124,13 @@ class CodeTable:
 
     def __init__(self, budget_mb: float = DEFAULT_TABLE_MB):
         self.budget_mb = budget_mb
+        self.workspace = Workspace()
         self.clear()
 
     def clear(self) -> None:
-        """Forget the table (the feature map changed)."""
+        """Forget the table (the feature map changed) and free the scratch buffers."""
         self._feat_ref, self._key, self.table, self.r0, self.r1 = None, None, None, 0, 0
+        self.workspace.clear()
 
     def rows(self, feat: torch.Tensor, weight_fn, params: Sequence[torch.Tensor], need: Tuple[int, int],
              cache: bool) -> Tuple[torch.Tensor, int]:
@@ -107,7 +140,7 @@ class CodeTable:
         if cache and self._feat_ref is not None and self._feat_ref() is feat and self._key == key \
                 and self.r0 <= need[0] and need[1] <= self.r1:
             return self.table, self.r0
-        self.clear()  # free the old table before building the next one
+        self.table = None  # free the old table before building the next one
         weight, bias = weight_fn()
         per_row = n * w * weight.shape[0] * 4
         budget_rows = int(self.budget_mb * 2 ** 20 // per_row)
@@ -141,11 +174,12 @@ def _row_window(rows: torch.Tensor, h: int, full: bool) -> Tuple[int, int]:
 
 
 def _gather(table: torch.Tensor, r0: int, tab_rows: int, w: int, row: torch.Tensor,
-            col: torch.Tensor) -> torch.Tensor:
+            col: torch.Tensor, buffers: Optional[Workspace]) -> torch.Tensor:
     """Rows of table (N * tab_rows * w, D) for codes (row, col) of shape (..., N, q)."""
     n = torch.arange(row.shape[-2], device=row.device).view(-1, 1)
-    flat = (n * tab_rows + (row - r0)) * w + col
-    return table.index_select(0, flat.reshape(-1))
+    flat = ((n * tab_rows + (row - r0)) * w + col).reshape(-1)
+    out = None if buffers is None else buffers.get('gather', (flat.shape[0], table.shape[1]), table)
+    return torch.index_select(table, 0, flat, out=out)
 
 
 # ---- LIIF ------------------------------------------------------------------------------------
@@ -178,14 +212,14 @@ def liif_query(model: nn.Module, coord: torch.Tensor, cell: Optional[torch.Tenso
         # the same float32 operations as the reference, so the chosen codes and rel are bit-identical
         crd_ = (crd.unsqueeze(0) + shift).clamp_(-1 + 1e-6, 1 - 1e-6)
         row, col = nearest_index(crd_, h, w)
-        table, r0, tab_rows = table_for(row)
-        x = _gather(table, r0, tab_rows, w, row, col)
+        table, r0, tab_rows, buffers = table_for(row)
+        x = _gather(table, r0, tab_rows, w, row, col, buffers)
         rel = crd.unsqueeze(0) - torch.stack([row_c[row], col_c[col]], dim=-1)
         rel[..., 0] *= h
         rel[..., 1] *= w
         extra = rel if rcell is None else torch.cat([rel, rcell.unsqueeze(0).expand_as(rel)], dim=-1)
         x = x.addmm_(extra.reshape(-1, extra.shape[-1]).to(x.dtype), w_extra.t().to(x.dtype))
-        pred = run_layers(x, layers[1:]).float().view(*row.shape, -1)
+        pred = run_layers(x, layers[1:], buffers).float().view(*row.shape, -1)
         areas = torch.abs(rel[..., 0] * rel[..., 1]) + 1e-9
         tot_area = areas.sum(dim=0)
         if model.local_ensemble:
@@ -205,15 +239,17 @@ def _chunked(codes: CodeTable, feat: torch.Tensor, params: Sequence[torch.Tensor
     if _records_grad(feat, params):
         def table_in_graph(row):
             table, r0 = codes.rows(feat, table_weights, params, (0, h), cache=False)
-            return table, r0, h
+            return table, r0, h, None
         return query(coord, extra, table_in_graph)
 
     full = codes.full_fits(feat, channels)
+    # out= buffers do not mix with autocast (it would not cast them); the GPU allocator is cheap anyway
+    buffers = None if _autocast_state(feat.device)[0] else codes.workspace
 
     def cached_table(row):
         lo, hi = _row_window(row, h, full)
         table, r0 = codes.rows(feat, table_weights, params, (lo, hi), cache=True)
-        return table, r0, codes.r1 - codes.r0
+        return table, r0, codes.r1 - codes.r0, buffers
 
     q = coord.shape[1]
     step = max(1, ROWS_PER_PASS // (passes * n))
@@ -258,14 +294,14 @@ def metasr_query(model: nn.Module, coord: torch.Tensor, cell: torch.Tensor) -> t
         crd_[:, :, 0] -= cll[:, :, 0] / 2
         crd_[:, :, 1] -= cll[:, :, 1] / 2
         row, col = nearest_index((crd_ + 1e-6).clamp(-1 + 1e-6, 1 - 1e-6), h, w)
-        table, r0, tab_rows = table_for(row)
-        p = _gather(table, r0, tab_rows, w, row, col)
+        table, r0, tab_rows, buffers = table_for(row)
+        p = _gather(table, r0, tab_rows, w, row, col, buffers)
         rel = crd_ - torch.stack([row_c[row], col_c[col]], dim=-1)
         rel[:, :, 0] *= h / 2
         rel[:, :, 1] *= w / 2
         r_rev = cll[:, :, 0] * (h / 2)
         x = torch.cat([rel, r_rev.unsqueeze(-1)], dim=-1).view(-1, 3)
-        hidden = run_layers(x, layers[:-1]).to(p.dtype)
+        hidden = run_layers(x, layers[:-1], buffers).to(p.dtype)
         pred = torch.bmm(p[:, :3 * hid].view(-1, 3, hid), hidden.unsqueeze(-1)).squeeze(-1) + p[:, 3 * hid:]
         return pred.float().view(*row.shape, 3)
 

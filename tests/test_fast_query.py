@@ -4,6 +4,7 @@ import pytest
 import torch
 
 import models
+from models import fast_query
 from models.fast_query import query_mode
 from models.sampling import nearest_index, sample_nearest
 from tests.conftest import shared_path
@@ -11,7 +12,7 @@ from utils.coord import make_cell, make_coord
 
 PARITY = ('reference', 'liif-parity')
 TINY_EDSR = {'name': 'edsr-baseline', 'args': {'n_resblocks': 1, 'n_feats': 8, 'no_upsampling': True}}
-MLP = {'name': 'mlp', 'args': {'out_dim': 3, 'hidden_list': [16, 16]}}
+MLP = {'name': 'mlp', 'args': {'out_dim': 3, 'hidden_list': [16, 16, 16]}}
 FLAGS = [dict(zip(('local_ensemble', 'feat_unfold', 'cell_decode'), v))
          for v in itertools.product([True, False], repeat=3)]
 
@@ -69,8 +70,10 @@ def test_nearest_index_is_sample_nearests_choice():
     assert torch.equal(inside, (col >= 0)) and 0 < inside.sum() < inside.numel()
 
 
+@pytest.mark.parametrize('rows_per_pass', [8192, 50])
 @pytest.mark.parametrize('flags', FLAGS, ids=lambda f: ''.join(str(int(v)) for v in f.values()))
-def test_fast_equals_reference_liif(flags):
+def test_fast_equals_reference_liif(flags, rows_per_pass, monkeypatch):
+    monkeypatch.setattr(fast_query, 'ROWS_PER_PASS', rows_per_pass)  # 50: many chunks, odd last one
     model = tiny(**flags).eval()
     h, w = 6, 9
     inp = torch.rand(2, 3, h, w) * 2 - 1
@@ -91,7 +94,9 @@ def test_fast_equals_reference_without_imnet_and_with_a_single_layer():
     assert (fast - ref).abs().max() <= 1e-6
 
 
-def test_fast_equals_reference_metasr():
+@pytest.mark.parametrize('rows_per_pass', [8192, 50])
+def test_fast_equals_reference_metasr(rows_per_pass, monkeypatch):
+    monkeypatch.setattr(fast_query, 'ROWS_PER_PASS', rows_per_pass)
     model = tiny('metasr').eval()
     inp = torch.rand(3, 3, 7, 5) * 2 - 1
     coord, cell = queries(3, 7, 5, (20, 13))
