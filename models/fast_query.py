@@ -75,6 +75,22 @@ def run_layers(x: torch.Tensor, layers: Sequence[nn.Module], buffers: Optional['
     return x
 
 
+def run_layers_split(x: torch.Tensor, layers: Sequence[nn.Module], rows: int) -> torch.Tensor:
+    """run_layers with autograd on row blocks of x after its leading ReLUs.
+
+    Every activation and gradient is then a block of a few MB instead of one of ~150 MB (training
+    shape): large tensors are fresh mmaps whose page faults cost ~15% of a CPU training iteration.
+    """
+    i = 0
+    while i < len(layers) and isinstance(layers[i], nn.ReLU):
+        x = x.relu_()
+        i += 1
+    if x.shape[0] <= rows:
+        return run_layers(x, layers[i:])
+    # torch.split's backward is a single cat, unlike slicing (a zero-filled full tensor per slice)
+    return torch.cat([run_layers(part, layers[i:]) for part in x.split(rows)])
+
+
 class Workspace:
     """Named scratch tensors reused across chunks and calls (grown when a larger one is asked for)."""
 
@@ -110,8 +126,25 @@ def conv_rows(feat: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Ten
         src = F.pad(src, (0, 0, top, bottom)) if top or bottom else src
         pad = (0, p)
     # channels_last makes the output's (N, rows, w, D) view contiguous, and is the fast CPU layout
-    out = F.conv2d(src.contiguous(memory_format=torch.channels_last), weight, bias, padding=pad)
+    with _conv_precision_of_matmul(feat.device):
+        out = F.conv2d(src.contiguous(memory_format=torch.channels_last), weight, bias, padding=pad)
     return out.permute(0, 2, 3, 1).contiguous()
+
+
+@contextlib.contextmanager
+def _conv_precision_of_matmul(device: torch.device) -> Iterator[None]:
+    """On CUDA, let the table convolution use TF32 only where fp32 matmuls may.
+
+    It replaces part of the reference path's Linear layer; cuDNN allows TF32 by default while
+    matmuls do not, which would cost the fast path ~1e-3 of relative precision.
+    """
+    if device.type != 'cuda':
+        yield
+        return
+    cudnn = torch.backends.cudnn
+    with cudnn.flags(enabled=cudnn.enabled, benchmark=cudnn.benchmark, deterministic=cudnn.deterministic,
+                     allow_tf32=torch.backends.cuda.matmul.allow_tf32):
+        yield
 
 
 class CodeTable:
@@ -219,7 +252,11 @@ def liif_query(model: nn.Module, coord: torch.Tensor, cell: Optional[torch.Tenso
         rel[..., 1] *= w
         extra = rel if rcell is None else torch.cat([rel, rcell.unsqueeze(0).expand_as(rel)], dim=-1)
         x = x.addmm_(extra.reshape(-1, extra.shape[-1]).to(x.dtype), w_extra.t().to(x.dtype))
-        pred = run_layers(x, layers[1:], buffers).float().view(*row.shape, -1)
+        if buffers is None and torch.is_grad_enabled():
+            pred = run_layers_split(x, layers[1:], ROWS_PER_PASS)
+        else:
+            pred = run_layers(x, layers[1:], buffers)
+        pred = pred.float().view(*row.shape, -1)
         areas = torch.abs(rel[..., 0] * rel[..., 1]) + 1e-9
         tot_area = areas.sum(dim=0)
         if model.local_ensemble:
