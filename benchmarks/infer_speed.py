@@ -24,7 +24,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks.common import (environment, matmul_peak, paper_model, peak_memory, run_child,  # noqa: E402
                                sync)
-from models.fast_query import ROWS_PER_PASS, mlp_layers  # noqa: E402
+from models.fast_query import mlp_layers, rows_per_pass  # noqa: E402
 from utils.inference import AMP_DTYPES, DEFAULT_MAX_MEM_MB, upscale, upscale_to_uint8  # noqa: E402
 
 
@@ -167,7 +167,7 @@ def main() -> None:
     print(environment(args.device), f"| amp {args.amp or 'off (fp32)'} | channels_last {args.channels_last}"
           f" | max_mem_mb {args.max_mem_mb:g}")
     dtype = AMP_DTYPES[args.amp] if args.amp else torch.float32
-    peak = matmul_peak(args.device, dtype, ROWS_PER_PASS)
+    peak = matmul_peak(args.device, dtype, rows_per_pass(torch.device(args.device)))
     print(f"matmul peak ({dtype}): {peak['square_n']}^3 square {peak['square_gflops']:.0f} GFLOP/s;"
           f" ({peak['query_rows']} x 256) @ (256 x 256) + bias {peak['query_gflops']:.0f} GFLOP/s")
     if torch.device(args.device).type == 'cpu':
