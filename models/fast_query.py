@@ -273,14 +273,18 @@ def liif_query(model: nn.Module, coord: torch.Tensor, cell: Optional[torch.Tenso
             ret = ret + pred[i] * (areas[i] / tot_area).unsqueeze(-1)
         return ret
 
-    return _chunked(model._codes, feat, params, table_weights, hidden, len(shifts), coord, rel_cell, query)
+    return _chunked(model, params, table_weights, hidden, len(shifts), coord, rel_cell, query)
 
 
-def _chunked(codes: CodeTable, feat: torch.Tensor, params: Sequence[torch.Tensor], table_weights,
-             channels: int, passes: int, coord: torch.Tensor, extra: Optional[torch.Tensor], query) -> torch.Tensor:
-    """Run query(coord chunk, extra chunk, table_for) over coord (N, Q, 2): one pass with autograd, else chunks."""
+def _chunked(model: nn.Module, params: Sequence[torch.Tensor], table_weights, channels: int, passes: int,
+             coord: torch.Tensor, extra: Optional[torch.Tensor], query) -> torch.Tensor:
+    """Run query(coord chunk, extra chunk, table_for) over coord (N, Q, 2): one pass with autograd, else chunks.
+
+    params: the tensors the table is computed from (its cache key).
+    """
+    codes, feat = model._codes, model.feat
     n, _, h, _ = feat.shape
-    if _records_grad(feat, params):
+    if _records_grad(feat, list(model.imnet.parameters())):
         def table_in_graph(row):
             table, r0 = codes.rows(feat, table_weights, params, (0, h), cache=False)
             return table, r0, h, None
@@ -349,4 +353,4 @@ def metasr_query(model: nn.Module, coord: torch.Tensor, cell: torch.Tensor) -> t
         pred = torch.bmm(p[:, :3 * hid].view(-1, 3, hid), hidden.unsqueeze(-1)).squeeze(-1) + p[:, 3 * hid:]
         return pred.float().view(*row.shape, 3)
 
-    return _chunked(model._codes, feat, params, table_weights, channels, 1, coord, cell, query)
+    return _chunked(model, params, table_weights, channels, 1, coord, cell, query)

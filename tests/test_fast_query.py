@@ -146,6 +146,16 @@ def test_row_windows_of_a_small_table_budget_give_the_same_result(name):
     assert max(r1 - r0 for r0, r1 in windows) <= 3 and len(windows) >= 5
 
 
+def test_training_only_a_later_layer_still_records_gradients():
+    model = tiny().train()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    model.imnet.layers[-1].weight.requires_grad_(True)
+    coord, cell = queries(1, 4, 4, (8, 8))
+    model(torch.rand(1, 3, 4, 4), coord, cell).sum().backward()
+    assert model.imnet.layers[-1].weight.grad.abs().sum() > 0
+
+
 def test_table_follows_weight_updates_and_new_features():
     model = tiny().eval()
     coord, cell = queries(1, 4, 4, (8, 8))
