@@ -25,14 +25,16 @@ def receptive_radius(encoder: nn.Module) -> Optional[int]:
 
 
 def activation_channels(encoder: nn.Module) -> int:
-    """Rough count of float channels alive at once per pixel during a no-grad forward.
+    """Rough upper bound on the float channels alive at once per pixel during a no-grad forward.
 
-    Three times the widest convolution (input plus output): covers a residual stream, a block's
-    intermediates and RDN's concatenations (GFF's 1024-channel input), erring on the high side.
+    Twice the widest convolution (input plus output) plus two of the widest outputs: covers
+    EDSR's residual stream and block intermediates (~5 x 64 channels, estimate 384) and RDN's
+    concatenations (~2100 channels around its 1024-channel fusion input, estimate 2304).
     """
-    widest = max((m.in_channels + m.out_channels for m in encoder.modules() if isinstance(m, nn.Conv2d)),
-                 default=0)
-    return 3 * widest
+    convs = [m for m in encoder.modules() if isinstance(m, nn.Conv2d)]
+    if not convs:
+        return 0
+    return 2 * max(m.in_channels + m.out_channels for m in convs) + 2 * max(m.out_channels for m in convs)
 
 
 def encode_tiled(encode: Callable[[torch.Tensor], torch.Tensor], inp: torch.Tensor, tile: int,

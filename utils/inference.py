@@ -15,7 +15,9 @@ from models.tiling import activation_channels, encode_tiled, receptive_radius
 from utils.coord import coord_seq, make_cell
 from utils.image import float_to_u8
 
-DEFAULT_MAX_MEM_MB = 1024
+# working memory by default: RDN's encoder (131 px receptive radius, ~9 KB of activations per
+# pixel) then runs untiled up to ~480 x 480 px inputs; tiles below that size get expensive
+DEFAULT_MAX_MEM_MB = 2048
 AMP_DTYPES = {'bf16': torch.bfloat16, 'fp16': torch.float16}
 
 
@@ -72,8 +74,8 @@ def encoder_tile(model: torch.nn.Module, inp: torch.Tensor, max_mem_mb: float,
     if h * w * per_px <= budget:
         return None
     side = int((budget / per_px) ** 0.5)
-    # a halo wider than the budget allows still gives exact results, just above the budget
-    return max(16, side - 2 * halo), halo
+    # a core narrower than the halo would recompute each pixel > 9 times: exceed the budget instead
+    return max(16, halo, side - 2 * halo), halo
 
 
 @torch.no_grad()
