@@ -92,7 +92,7 @@ def main() -> None:
     parser.add_argument('--data', default=None, help='image folder: also measure the data pipeline')
     parser.add_argument('--workers', type=int, default=min(8, os.cpu_count() or 1),
                         help='DataLoader workers for --data (default: the configs\' 8, at most the CPU count)')
-    parser.add_argument('--data-batches', type=int, default=20)
+    parser.add_argument('--data-batches', type=int, default=50)
     parser.add_argument('--child', default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.threads:

@@ -38,13 +38,14 @@ def bytes_per_query(model: torch.nn.Module) -> int:
     widest = max(m.out_features for m in layers if isinstance(m, torch.nn.Linear))
     in_dim = layers[0].in_features
     if getattr(model, 'query_mode', 'reference') == 'fast':
-        return 64  # coordinates and outputs: the MLP runs in fixed-size chunks inside query_rgb
+        return 128  # coordinates, outputs, uint8 conversion: the MLP runs in fixed-size chunks inside query_rgb
     # reference: an unfolded code and the MLP input per shift, two activations, the kept predictions
     return 4 * (2 * in_dim + 2 * widest + 16) + 4 * layers[-1].out_features * 4
 
 
 def _queries_per_call(model: torch.nn.Module, max_mem_mb: float) -> int:
-    return max(1024, int(max_mem_mb * 2 ** 20 / 4 / bytes_per_query(model)))
+    # larger calls gain nothing (the fast path chunks internally) and only hold more memory
+    return min(1 << 20, max(1024, int(max_mem_mb * 2 ** 20 / 4 / bytes_per_query(model))))
 
 
 @contextlib.contextmanager
