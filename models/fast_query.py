@@ -217,8 +217,14 @@ class CodeTable:
 
 def _autocast_state(device: torch.device) -> Tuple[bool, Optional[torch.dtype]]:
     kind = device.type
-    if torch.is_autocast_enabled(kind):
-        return True, torch.get_autocast_dtype(kind)
+    try:
+        if torch.is_autocast_enabled(kind):
+            return True, torch.get_autocast_dtype(kind)
+    except (TypeError, AttributeError):  # torch < 2.4: per-device functions
+        if kind == 'cpu' and torch.is_autocast_cpu_enabled():
+            return True, torch.get_autocast_cpu_dtype()
+        if kind == 'cuda' and torch.is_autocast_enabled():
+            return True, torch.get_autocast_gpu_dtype()
     return False, None
 
 

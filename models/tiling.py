@@ -9,8 +9,9 @@ _POINTWISE = (nn.ReLU, nn.LeakyReLU, nn.PReLU, nn.Sigmoid, nn.Tanh, nn.GELU, nn.
 
 
 def receptive_radius(encoder: nn.Module) -> Optional[int]:
-    """Upper bound on how many pixels away an output pixel sees (sum of every conv's reach); None if not a stride-1 conv net.
+    """Upper bound on how far (pixels) an output pixel sees: the sum of every conv's reach.
 
+    None if the encoder is not a stride-1, zero-padded conv net (tiles could not be exact).
     Summing over all convolutions over-counts parallel branches, which only makes tiles overlap more.
     """
     radius = 0

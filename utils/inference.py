@@ -65,7 +65,7 @@ def _table_budget(model: torch.nn.Module, max_mem_mb: float):
 
 def encoder_tile(model: torch.nn.Module, inp: torch.Tensor, max_mem_mb: float,
                  amp: Optional[str] = None) -> Optional[Tuple[int, int]]:
-    """(tile, halo) for encoding inp within max_mem_mb, or None when the whole image fits (or tiling cannot be exact)."""
+    """(tile, halo) to encode inp within max_mem_mb; None if the whole image fits or tiles cannot be exact."""
     halo = receptive_radius(model.encoder)
     if halo is None:
         return None
