@@ -4,6 +4,8 @@ from typing import Any, Dict, Optional
 import torch
 from torch import nn
 
+from models import fast_query
+from models.liif import encoder_input
 from models.registry import make, register
 from models.sampling import sample_nearest, unfold3x3
 from utils.coord import make_coord
@@ -11,7 +13,13 @@ from utils.coord import make_coord
 
 @register('metasr')
 class MetaSR(nn.Module):
-    """Meta-upscale: an MLP of (offset, scale) predicts per-query weights applied to the unfolded code."""
+    """Meta-upscale: an MLP of (offset, scale) predicts per-query weights applied to the unfolded code.
+
+    Runtime switches as in LIIF: query_mode 'fast' (default) or 'reference'; channels_last.
+    """
+
+    query_mode = 'fast'
+    channels_last = True
 
     def __init__(self, encoder_spec: Dict[str, Any]):
         super().__init__()
@@ -20,14 +28,22 @@ class MetaSR(nn.Module):
             'in_dim': 3, 'out_dim': self.encoder.out_dim * 9 * 3, 'hidden_list': [256]}}
         self.imnet = make(imnet_spec)
         self.feat = None
+        self._codes = fast_query.CodeTable()
 
     def gen_feat(self, inp: torch.Tensor) -> torch.Tensor:
         """Encode inp (N, 3, h, w) and keep the feature map for the following queries."""
-        self.feat = self.encoder(inp)
+        self._codes.clear()
+        self.feat = self.encoder(encoder_input(inp, self.channels_last))
         return self.feat
 
     def query_rgb(self, coord: torch.Tensor, cell: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Predict (N, Q, 3) at coord (N, Q, 2) with query cells (N, Q, 2) from the last gen_feat."""
+        if fast_query.check_query_mode(self.query_mode) == 'fast':
+            return fast_query.metasr_query(self, coord, cell)
+        return self.query_reference(coord, cell)
+
+    def query_reference(self, coord: torch.Tensor, cell: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """query_rgb computed as the authors' code does (per-query weight matrices)."""
         feat = unfold3x3(self.feat)
         h, w = feat.shape[-2:]
         feat_coord = make_coord((h, w), flatten=False, device=feat.device)

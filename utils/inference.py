@@ -1,48 +1,170 @@
-"""Whole-image inference: encode once, query the output grid in chunks."""
-from typing import Sequence
+"""Whole-image inference in bounded memory: (tiled) encoding once, then the output grid in chunks or bands.
 
+Every function takes `max_mem_mb`, the working memory beyond the model, its feature map and the
+returned output: it sizes the query chunks, the fast path's per-code table, and whether the
+encoder runs on overlapping tiles. `amp` ('bf16' / 'fp16') runs under torch.autocast.
+"""
+import contextlib
+from typing import Iterator, Optional, Sequence, Tuple
+
+import numpy as np
 import torch
 
-from utils.coord import coord_seq, make_cell, make_coord
+from models.fast_query import mlp_layers
+from models.tiling import activation_channels, encode_tiled, receptive_radius
+from utils.coord import coord_seq, make_cell
+from utils.image import float_to_u8
+
+# working memory by default: RDN's encoder (131 px receptive radius, ~9 KB of activations per
+# pixel) then runs untiled up to ~480 x 480 px inputs; tiles below that size get expensive
+DEFAULT_MAX_MEM_MB = 2048
+AMP_DTYPES = {'bf16': torch.bfloat16, 'fp16': torch.float16}
+
+
+def autocast(device: torch.device, amp: Optional[str]) -> contextlib.AbstractContextManager:
+    """torch.autocast for amp in AMP_DTYPES on `device`, or a no-op context for None."""
+    if amp is None:
+        return contextlib.nullcontext()
+    if amp not in AMP_DTYPES:
+        raise ValueError(f"amp must be one of {sorted(AMP_DTYPES)} or None, not {amp!r}")
+    return torch.autocast(torch.device(device).type, dtype=AMP_DTYPES[amp])
+
+
+def bytes_per_query(model: torch.nn.Module) -> int:
+    """Rough peak bytes per query point inside model.query_rgb (the reference path materialises much more)."""
+    layers = mlp_layers(getattr(model, 'imnet', None))
+    if layers is None:
+        return 64 + 4 * getattr(getattr(model, 'encoder', None), 'out_dim', 64)
+    widest = max(m.out_features for m in layers if isinstance(m, torch.nn.Linear))
+    in_dim = layers[0].in_features
+    if getattr(model, 'query_mode', 'reference') == 'fast':
+        return 128  # coordinates, outputs, uint8 conversion: the MLP runs in fixed-size chunks inside query_rgb
+    # reference: an unfolded code and the MLP input per shift, two activations, the kept predictions
+    return 4 * (2 * in_dim + 2 * widest + 16) + 4 * layers[-1].out_features * 4
+
+
+def _queries_per_call(model: torch.nn.Module, max_mem_mb: float) -> int:
+    # larger calls gain nothing (the fast path chunks internally) and only hold more memory
+    return min(1 << 20, max(1024, int(max_mem_mb * 2 ** 20 / 4 / bytes_per_query(model))))
+
+
+@contextlib.contextmanager
+def _table_budget(model: torch.nn.Module, max_mem_mb: float):
+    """Give the fast path's per-code table a quarter of the budget for the duration."""
+    codes = getattr(model, '_codes', None)
+    if codes is None:
+        yield
+        return
+    old = codes.budget_mb
+    codes.budget_mb = max_mem_mb / 4
+    try:
+        yield
+    finally:
+        codes.budget_mb = old
+
+
+def encoder_tile(model: torch.nn.Module, inp: torch.Tensor, max_mem_mb: float,
+                 amp: Optional[str] = None) -> Optional[Tuple[int, int]]:
+    """(tile, halo) to encode inp within max_mem_mb; None if the whole image fits or tiles cannot be exact."""
+    halo = receptive_radius(model.encoder)
+    if halo is None:
+        return None
+    n, _, h, w = inp.shape
+    per_px = n * activation_channels(model.encoder) * (2 if amp else 4)
+    budget = max_mem_mb * 2 ** 20
+    if h * w * per_px <= budget:
+        return None
+    side = int((budget / per_px) ** 0.5)
+    # a core narrower than the halo would recompute each pixel > 9 times: exceed the budget instead
+    return max(16, halo, side - 2 * halo), halo
 
 
 @torch.no_grad()
-def batched_predict(model: torch.nn.Module, inp: torch.Tensor, coord: torch.Tensor,
-                    cell: torch.Tensor, bsize: int = 30000) -> torch.Tensor:
-    """model(inp, coord, cell) with the queries split into chunks of `bsize`: (N, Q, 3)."""
-    model.gen_feat(inp)
-    preds = [model.query_rgb(coord[:, i:i + bsize], cell[:, i:i + bsize])
-             for i in range(0, coord.shape[1], bsize)]
-    return torch.cat(preds, dim=1)
+def gen_feat_bounded(model: torch.nn.Module, inp: torch.Tensor, max_mem_mb: float = DEFAULT_MAX_MEM_MB,
+                     amp: Optional[str] = None) -> torch.Tensor:
+    """model.gen_feat(inp), on overlapping tiles when the encoder's activations exceed max_mem_mb."""
+    with autocast(inp.device, amp):
+        plan = encoder_tile(model, inp, max_mem_mb, amp)
+        if plan is None:
+            return model.gen_feat(inp)
+        tile, halo = plan
+        feat = encode_tiled(model.gen_feat, inp, tile, halo)
+    model.feat = feat  # the model's per-code table is keyed to the feature tensor, so it is rebuilt
+    return feat
 
 
 @torch.no_grad()
-def upscale(model: torch.nn.Module, inp: torch.Tensor, size: Sequence[int],
-            bsize: int = 30000) -> torch.Tensor:
-    """Query the full H x W pixel grid of inp (N, 3, h, w), normalised space in and out: (N, 3, H, W)."""
-    h, w = size
-    coord = make_coord((h, w), device=inp.device)
-    cell = make_cell(coord, (h, w))
-    n = inp.shape[0]
-    pred = batched_predict(model, inp, coord.expand(n, -1, -1), cell.expand(n, -1, -1), bsize)
-    return pred.view(n, h, w, -1).permute(0, 3, 1, 2)
+def batched_predict(model: torch.nn.Module, inp: torch.Tensor, coord: torch.Tensor, cell: torch.Tensor,
+                    bsize: Optional[int] = None, max_mem_mb: float = DEFAULT_MAX_MEM_MB,
+                    amp: Optional[str] = None) -> torch.Tensor:
+    """model(inp, coord, cell) with the queries in chunks of `bsize` (default: sized from max_mem_mb): (N, Q, 3)."""
+    gen_feat_bounded(model, inp, max_mem_mb, amp)
+    bsize = bsize or _queries_per_call(model, max_mem_mb) // inp.shape[0]
+    out = None
+    with _table_budget(model, max_mem_mb), autocast(inp.device, amp):
+        for i in range(0, coord.shape[1], bsize):
+            pred = model.query_rgb(coord[:, i:i + bsize], cell[:, i:i + bsize]).float()
+            if out is None:
+                out = pred.new_empty(coord.shape[0], coord.shape[1], pred.shape[-1])
+            out[:, i:i + bsize] = pred
+    return out
 
 
 @torch.no_grad()
 def iter_upscale_bands(model: torch.nn.Module, inp: torch.Tensor, size: Sequence[int],
-                       bsize: int = 30000):
+                       bsize: Optional[int] = None, max_mem_mb: float = DEFAULT_MAX_MEM_MB,
+                       amp: Optional[str] = None) -> Iterator[Tuple[int, torch.Tensor]]:
     """Yield (row0, band (N, 3, rows, W)) covering the H x W output top to bottom, normalised space.
 
     Only one band is alive at a time, so callers can write huge outputs into a uint8 buffer.
     """
     h, w = size
     n = inp.shape[0]
-    rows = max(1, bsize // w)
-    model.gen_feat(inp)
+    gen_feat_bounded(model, inp, max_mem_mb, amp)
+    rows = max(1, (bsize or _queries_per_call(model, max_mem_mb) // n) // w)
     row_c, col_c = coord_seq(h, device=inp.device), coord_seq(w, device=inp.device)
-    for r0 in range(0, h, rows):
-        r1 = min(h, r0 + rows)
-        coord = torch.stack(torch.meshgrid(row_c[r0:r1], col_c, indexing='ij'), dim=-1).view(-1, 2)
-        cell = make_cell(coord, (h, w))
-        pred = model.query_rgb(coord.expand(n, -1, -1), cell.expand(n, -1, -1))
-        yield r0, pred.view(n, r1 - r0, w, -1).permute(0, 3, 1, 2)
+    with _table_budget(model, max_mem_mb):
+        for r0 in range(0, h, rows):
+            r1 = min(h, r0 + rows)
+            coord = torch.stack(torch.meshgrid(row_c[r0:r1], col_c, indexing='ij'), dim=-1).view(-1, 2)
+            cell = make_cell(coord, (h, w))
+            with autocast(inp.device, amp):
+                pred = model.query_rgb(coord.expand(n, -1, -1), cell.expand(n, -1, -1)).float()
+            yield r0, pred.view(n, r1 - r0, w, -1).permute(0, 3, 1, 2)
+
+
+@torch.no_grad()
+def upscale(model: torch.nn.Module, inp: torch.Tensor, size: Sequence[int], bsize: Optional[int] = None,
+            max_mem_mb: float = DEFAULT_MAX_MEM_MB, amp: Optional[str] = None) -> torch.Tensor:
+    """Query the full H x W pixel grid of inp (N, 3, h, w), normalised space in and out: (N, 3, H, W)."""
+    out = None
+    for r0, band in iter_upscale_bands(model, inp, size, bsize, max_mem_mb, amp):
+        if out is None:
+            out = band.new_empty(band.shape[0], band.shape[1], size[0], size[1])
+        out[:, :, r0:r0 + band.shape[2]] = band
+    return out
+
+
+@torch.no_grad()
+def upscale_to_uint8(model: torch.nn.Module, inp: torch.Tensor, size: Sequence[int],
+                     out: Optional[np.ndarray] = None, bsize: Optional[int] = None,
+                     max_mem_mb: float = DEFAULT_MAX_MEM_MB, amp: Optional[str] = None) -> np.ndarray:
+    """The H x W upscale of one image inp ((1, 3, h, w) or (3, h, w), normalised) as uint8 RGB (H, W, 3).
+
+    Written band by band into `out` (allocated if None): no float copy of the whole output exists.
+    Values are de-normalised (p * 0.5 + 0.5), clamped to [0, 1] and rounded to 8 bits.
+    """
+    if inp.dim() == 3:
+        inp = inp.unsqueeze(0)
+    if inp.shape[0] != 1:
+        raise ValueError(f"upscale_to_uint8 takes one image, got a batch of {inp.shape[0]}")
+    h, w = size
+    if out is None:
+        out = np.empty((h, w, 3), dtype=np.uint8)
+    elif out.shape != (h, w, 3) or out.dtype != np.uint8:
+        raise ValueError(f"out must be a uint8 array of shape {(h, w, 3)}, not {out.dtype} {out.shape}")
+    for r0, band in iter_upscale_bands(model, inp, size, bsize, max_mem_mb, amp):
+        rgb = float_to_u8(band[0].permute(1, 2, 0).mul(0.5).add_(0.5))
+        out[r0:r0 + rgb.shape[0]] = rgb.cpu().numpy()
+    return out
+
