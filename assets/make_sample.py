@@ -1,5 +1,4 @@
 """Draws assets/sample.png, the bundled demo image (made for this project; public domain, CC0)."""
-import math
 import os
 
 import numpy as np

@@ -7,7 +7,6 @@ import hashlib
 import logging
 import os
 import re
-import tempfile
 from typing import List, Optional, Sequence
 
 import numpy as np
@@ -15,6 +14,7 @@ import torch
 from PIL import Image
 
 from datasets.image_folder import list_images
+from utils.atomic import atomic_open
 from utils.errors import UserError
 from utils.image import read_rgb_u8
 from utils.imresize import imresize
@@ -32,16 +32,8 @@ def matlab_lr(hr: torch.Tensor, scale: int) -> torch.Tensor:
 
 def _save_png_atomic(arr: np.ndarray, path: str) -> None:
     """PNG to a temporary file beside `path`, then rename: readers never see half a file."""
-    folder = os.path.dirname(path)
-    fd, tmp = tempfile.mkstemp(prefix='.' + os.path.basename(path) + '.', suffix='.tmp', dir=folder)
-    try:
-        with os.fdopen(fd, 'wb') as f:
-            Image.fromarray(arr).save(f, format='PNG')
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    with atomic_open(path, 'wb') as f:
+        Image.fromarray(arr).save(f, format='PNG')
 
 
 def _cache_dir(hr_root: str, names: Sequence[str], scale: int, cache_root: str) -> str:

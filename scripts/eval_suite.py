@@ -10,11 +10,11 @@ import json
 import logging
 import os
 import sys
-import tempfile
 from typing import Any, Dict, List, Optional
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from utils.atomic import atomic_open  # noqa: E402
 from utils.cli import run_cli  # noqa: E402
 from utils.errors import UserError  # noqa: E402
 from utils.evaluation import (bicubic_predictor, evaluate, liif_predictor, make_test_loader,  # noqa: E402
@@ -84,16 +84,8 @@ def render_markdown(report: Dict[str, Any]) -> str:
 
 def _write_atomic(path: str, text: str) -> None:
     """Write text to a temporary file beside path, then rename."""
-    fd, tmp = tempfile.mkstemp(prefix='.' + os.path.basename(path) + '.', suffix='.tmp',
-                               dir=os.path.dirname(os.path.abspath(path)))
-    try:
-        with os.fdopen(fd, 'w') as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    with atomic_open(path, 'w') as f:
+        f.write(text)
 
 
 def main(argv: Optional[List[str]] = None) -> None:

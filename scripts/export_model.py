@@ -10,8 +10,6 @@ import os
 import sys
 from typing import Any, Dict, List, Optional
 
-import torch
-
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from utils.checkpoint import atomic_save, load_checkpoint  # noqa: E402
@@ -26,8 +24,10 @@ def release_checkpoint(ckpt: Dict[str, Any], fp16: bool = False) -> Dict[str, An
         sd = {k: v.half() if v.is_floating_point() else v for k, v in sd.items()}
     entry['sd'] = {k: v.detach().clone().contiguous() for k, v in sd.items()}
     state = ckpt.get('train_state') or {}
+    config = dict(state.get('config') or {})
+    config.pop('resume', None)  # a path on the training machine, meaningless elsewhere
     meta = {'epoch': ckpt.get('epoch'), 'global_step': state.get('global_step'),
-            'best_val_psnr': state.get('best_val_psnr'), 'train_config': state.get('config')}
+            'best_val_psnr': state.get('best_val_psnr'), 'train_config': config or None}
     return {'model': entry, 'meta': meta}
 
 

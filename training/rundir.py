@@ -8,6 +8,7 @@ from typing import Any, Dict, Optional, Sequence
 
 import yaml
 
+from utils.atomic import atomic_open
 from utils.errors import UserError
 
 
@@ -49,10 +50,8 @@ def create_run_dir(path: str, overwrite: bool, resuming: bool) -> None:
 
 def write_run_files(path: str, cfg: Dict[str, Any], script: str, argv: Sequence[str]) -> None:
     """config.yaml (the resolved config of this start) and command.txt (one line per start)."""
-    tmp = os.path.join(path, '.config.yaml.tmp')
-    with open(tmp, 'w') as f:
+    with atomic_open(os.path.join(path, 'config.yaml'), 'w') as f:
         yaml.safe_dump(cfg, f, sort_keys=False)
-    os.replace(tmp, os.path.join(path, 'config.yaml'))
     stamp = datetime.datetime.now().isoformat(timespec='seconds')
     env = f"WORLD_SIZE={os.environ['WORLD_SIZE']} " if 'WORLD_SIZE' in os.environ else ''
     with open(os.path.join(path, 'command.txt'), 'a') as f:

@@ -1,12 +1,12 @@
 """Checkpoints in the released format: {'model': {'name', 'args', 'sd'}, 'optimizer': ..., 'epoch': ...}."""
 import os
 import pickle
-import tempfile
 import zipfile
 from typing import Any, Dict, Union
 
 import torch
 
+from utils.atomic import atomic_open
 from utils.errors import UserError
 
 PathLike = Union[str, os.PathLike]
@@ -14,19 +14,8 @@ PathLike = Union[str, os.PathLike]
 
 def atomic_save(obj: Any, path: PathLike) -> None:
     """torch.save to a temporary file beside `path`, then rename, so a crash never leaves half a file."""
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix='.' + os.path.basename(path) + '.', suffix='.tmp', dir=folder)
-    try:
-        with os.fdopen(fd, 'wb') as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    with atomic_open(path, 'wb', fsync=True) as f:
+        torch.save(obj, f)
 
 
 def model_spec(model: torch.nn.Module, name: str, args: Dict[str, Any]) -> Dict[str, Any]:

@@ -139,8 +139,8 @@ def liif_predictor(model: torch.nn.Module, data_norm: Optional[Dict[str, Any]], 
     gt_sub, gt_div = _norm(data_norm, 'gt')
 
     def predict(inp: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
-        chunk = bsize if bsize else size[0] * size[1]
-        pred = upscale(model, (inp - inp_sub) / inp_div, size, chunk)
+        # bsize None: query chunks sized from utils.inference's memory budget
+        pred = upscale(model, (inp - inp_sub) / inp_div, size, bsize or None)
         return (pred * gt_div + gt_sub).clamp_(0, 1)
     return predict
 

@@ -4,7 +4,6 @@ Grayscale stays grayscale, 16-bit grayscale keeps 16 bits where the output forma
 palette images become RGB (RGBA when they have transparency), alpha is carried separately.
 """
 import os
-import tempfile
 from dataclasses import dataclass
 from typing import Optional, Tuple
 
@@ -12,6 +11,7 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from utils.atomic import atomic_open
 from utils.errors import UserError
 
 SIXTEEN_BIT_MODES = ('I;16', 'I;16B', 'I;16L', 'I;16N', 'I')
@@ -81,15 +81,8 @@ def output_format(path: str) -> str:
 
 def save_atomic(arr: np.ndarray, path: str, fmt: str) -> None:
     """Save (H, W[, C]) uint8 / uint16 to path through a temporary file and a rename; nothing is left on failure."""
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix='.' + os.path.basename(path) + '.', suffix='.tmp', dir=folder)
     try:
-        with os.fdopen(fd, 'wb') as f:
+        with atomic_open(path, 'wb') as f:
             Image.fromarray(arr).save(f, format=fmt)
-        os.replace(tmp, path)
-    except BaseException as e:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        if isinstance(e, (OSError, ValueError)):
-            raise UserError(f"cannot write {path}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
-        raise
+    except (OSError, ValueError) as e:
+        raise UserError(f"cannot write {path}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
