@@ -2,30 +2,17 @@
 from typing import Any, Dict, Optional
 
 import torch
-from torch import nn
 
 from models import fast_query
+from models.implicit import ImplicitSR
 from models.registry import make, register
 from models.sampling import sample_nearest, unfold3x3
 from utils.coord import make_coord
 
 
-def encoder_input(inp: torch.Tensor, channels_last: bool) -> torch.Tensor:
-    """inp in the memory format the encoder should run in (channels_last: ~1.5-3x faster CPU convs)."""
-    return inp.contiguous(memory_format=torch.channels_last) if channels_last and inp.dim() == 4 else inp
-
-
 @register('liif')
-class LIIF(nn.Module):
-    """Local implicit image function (LIIF.md, 'The query function').
-
-    Runtime switches (plain attributes, not constructor args, so checkpoints are unaffected):
-    query_mode 'fast' (default; models/fast_query.py) or 'reference' (the authors' computation);
-    channels_last (default True) runs the encoder in channels_last memory format.
-    """
-
-    query_mode = 'fast'
-    channels_last = True
+class LIIF(ImplicitSR):
+    """Local implicit image function (LIIF.md, 'The query function'); switches as in ImplicitSR."""
 
     def __init__(self, encoder_spec: Dict[str, Any], imnet_spec: Optional[Dict[str, Any]] = None,
                  local_ensemble: bool = True, feat_unfold: bool = True, cell_decode: bool = True):
@@ -39,14 +26,6 @@ class LIIF(nn.Module):
             self.imnet = make(imnet_spec, args={'in_dim': in_dim})
         else:
             self.imnet = None
-        self.feat = None
-        self._codes = fast_query.CodeTable()
-
-    def gen_feat(self, inp: torch.Tensor) -> torch.Tensor:
-        """Encode inp (N, 3, h, w) and keep the feature map for the following queries."""
-        self._codes.clear()
-        self.feat = self.encoder(encoder_input(inp, self.channels_last))
-        return self.feat
 
     def query_rgb(self, coord: torch.Tensor, cell: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Predict (N, Q, 3) at coord (N, Q, 2) with query cells (N, Q, 2) from the last gen_feat."""
@@ -101,8 +80,3 @@ class LIIF(nn.Module):
         for pred, area in zip(preds, areas):
             ret = ret + pred * (area / tot_area).unsqueeze(-1)
         return ret
-
-    def forward(self, inp: torch.Tensor, coord: torch.Tensor, cell: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """Encode inp and query it: (N, Q, 3)."""
-        self.gen_feat(inp)
-        return self.query_rgb(coord, cell)

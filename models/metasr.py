@@ -2,24 +2,20 @@
 from typing import Any, Dict, Optional
 
 import torch
-from torch import nn
 
 from models import fast_query
-from models.liif import encoder_input
+from models.implicit import ImplicitSR
 from models.registry import make, register
 from models.sampling import sample_nearest, unfold3x3
 from utils.coord import make_coord
 
 
 @register('metasr')
-class MetaSR(nn.Module):
+class MetaSR(ImplicitSR):
     """Meta-upscale: an MLP of (offset, scale) predicts per-query weights applied to the unfolded code.
 
-    Runtime switches as in LIIF: query_mode 'fast' (default) or 'reference'; channels_last.
+    Switches as in ImplicitSR (query_mode, channels_last).
     """
-
-    query_mode = 'fast'
-    channels_last = True
 
     def __init__(self, encoder_spec: Dict[str, Any]):
         super().__init__()
@@ -27,14 +23,6 @@ class MetaSR(nn.Module):
         imnet_spec = {'name': 'mlp', 'args': {
             'in_dim': 3, 'out_dim': self.encoder.out_dim * 9 * 3, 'hidden_list': [256]}}
         self.imnet = make(imnet_spec)
-        self.feat = None
-        self._codes = fast_query.CodeTable()
-
-    def gen_feat(self, inp: torch.Tensor) -> torch.Tensor:
-        """Encode inp (N, 3, h, w) and keep the feature map for the following queries."""
-        self._codes.clear()
-        self.feat = self.encoder(encoder_input(inp, self.channels_last))
-        return self.feat
 
     def query_rgb(self, coord: torch.Tensor, cell: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Predict (N, Q, 3) at coord (N, Q, 2) with query cells (N, Q, 2) from the last gen_feat."""
@@ -68,8 +56,3 @@ class MetaSR(nn.Module):
         weights = self.imnet(inp.view(bs * q, -1)).view(bs * q, feat.shape[1], 3)
         pred = torch.bmm(q_feat.contiguous().view(bs * q, 1, -1), weights)
         return pred.view(bs, q, 3)
-
-    def forward(self, inp: torch.Tensor, coord: torch.Tensor, cell: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """Encode inp and query it: (N, Q, 3)."""
-        self.gen_feat(inp)
-        return self.query_rgb(coord, cell)
