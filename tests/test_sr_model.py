@@ -1,0 +1,33 @@
+import pytest
+import torch
+
+from tests.helpers import ENCODER_ONLY, TINY_LIIF, save_model
+from utils.errors import UserError
+from utils.sr_model import _exact_fp32, load_sr_model, select_device
+
+
+def test_cpu_selection_and_bad_ids():
+    assert select_device('cpu') == torch.device('cpu')
+    if not torch.cuda.is_available():
+        assert select_device(None) == torch.device('cpu')
+        assert select_device('0') == torch.device('cpu')  # asked for a GPU, warned, fell back
+    with pytest.raises(UserError, match='device number'):
+        select_device('gpu0')
+
+
+def test_cuda_devices_run_without_tf32():
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    try:
+        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = True
+        _exact_fp32(torch.device('cpu'))
+        assert torch.backends.cudnn.allow_tf32  # the CPU leaves the flags alone
+        _exact_fp32(torch.device('cuda', 0))
+        assert not torch.backends.cudnn.allow_tf32 and not torch.backends.cuda.matmul.allow_tf32
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
+
+def test_only_arbitrary_scale_models_load(tmp_path):
+    assert hasattr(load_sr_model(save_model(tmp_path / 'liif.pth', TINY_LIIF), torch.device('cpu')), 'query_rgb')
+    with pytest.raises(UserError, match='not an arbitrary-scale SR model'):
+        load_sr_model(save_model(tmp_path / 'enc.pth', ENCODER_ONLY), torch.device('cpu'))
