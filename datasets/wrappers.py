@@ -52,6 +52,15 @@ def _samples(inp: torch.Tensor, hr: torch.Tensor, sample_q: Optional[int],
             'gt': rgb.contiguous()}
 
 
+def _augmented_samples(crop_lr: torch.Tensor, crop_hr: torch.Tensor, augment: bool, sample_q: Optional[int],
+                       rng: np.random.Generator) -> Dict[str, torch.Tensor]:
+    """The same random dihedral transform on both crops if `augment`, then the HR pixel samples."""
+    if augment:
+        aug = _random_dihedral(rng)
+        crop_lr, crop_hr = aug(crop_lr), aug(crop_hr)
+    return _samples(crop_lr, crop_hr, sample_q, rng)
+
+
 def _resize_short_edge(img: torch.Tensor, size: int, method: str) -> torch.Tensor:
     """Resize so the smaller edge is `size` (torchvision Resize(int) semantics), bicubic, 8-bit quantised."""
     h, w = img.shape[-2:]
@@ -109,11 +118,7 @@ class SRImplicitPaired(_Wrapper):
             y0 = int(rng.integers(0, img_lr.shape[-1] - w_lr + 1))
             crop_lr = img_lr[:, x0:x0 + w_lr, y0:y0 + w_lr]
             crop_hr = img_hr[:, x0 * s:(x0 + w_lr) * s, y0 * s:(y0 + w_lr) * s]
-        crop_lr, crop_hr = _as_float(crop_lr), _as_float(crop_hr)
-        if self.augment:
-            aug = _random_dihedral(rng)
-            crop_lr, crop_hr = aug(crop_lr), aug(crop_hr)
-        return _samples(crop_lr, crop_hr, self.sample_q, rng)
+        return _augmented_samples(_as_float(crop_lr), _as_float(crop_hr), self.augment, self.sample_q, rng)
 
 
 @register('sr-implicit-downsampled')
@@ -165,10 +170,7 @@ class SRImplicitDownsampled(_Wrapper):
             y0 = int(rng.integers(0, img.shape[-1] - w_hr + 1))
             crop_hr = _as_float(img[:, x0:x0 + w_hr, y0:y0 + w_hr])
             crop_lr = downsample(crop_hr, (w_lr, w_lr), self.resize)
-        if self.augment:
-            aug = _random_dihedral(rng)
-            crop_lr, crop_hr = aug(crop_lr), aug(crop_hr)
-        return _samples(crop_lr, crop_hr, self.sample_q, rng)
+        return _augmented_samples(crop_lr, crop_hr, self.augment, self.sample_q, rng)
 
 
 @register('sr-implicit-uniform-varied')
