@@ -1,5 +1,5 @@
 """One training epoch and one validation pass (L1 in the normalised space, PSNR on [0, 1] values)."""
-import contextlib
+
 import math
 import time
 from dataclasses import dataclass
@@ -14,7 +14,7 @@ from training.monitor import Monitor
 from training.state import Progress
 from training.stopper import Stopper
 from utils.errors import UserError
-from utils.inference import batched_predict
+from utils.inference import autocast as inference_autocast, batched_predict
 
 STEP_LOG_EVERY = 50  # TensorBoard step-loss interval
 
@@ -46,10 +46,8 @@ class Normaliser:
 
 
 def autocast(device: torch.device, amp: Optional[str]) -> ContextManager:
-    """torch.autocast for amp bf16 / fp16 on CUDA; a no-op otherwise."""
-    if amp is None or device.type != 'cuda':
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16 if amp == 'bf16' else torch.float16)
+    """torch.autocast for amp bf16 / fp16 on CUDA; a no-op otherwise (training's amp is CUDA-only)."""
+    return inference_autocast(device, amp if device.type == 'cuda' else None)
 
 
 def to_device(batch: Dict[str, torch.Tensor], device: torch.device) -> Dict[str, torch.Tensor]:
