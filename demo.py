@@ -22,8 +22,8 @@ from utils.errors import UserError
 from utils.image_io import (NO_ALPHA_FORMATS, SIXTEEN_BIT_FORMATS, InputImage, output_format,
                             read_image, save_atomic)
 from utils.imresize import RowResizer
-from utils.inference import iter_upscale_bands
-from utils.sr_model import load_sr_model, select_device
+from inference.bounded import iter_upscale_bands
+from inference.loading import load_sr_model, select_device
 
 log = logging.getLogger('demo')
 

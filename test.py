@@ -7,9 +7,9 @@ from typing import List, Optional
 from utils.cli import run_cli
 from utils.config import load_config
 from utils.errors import UserError
-from utils.evaluation import (evaluate, liif_predictor, make_test_loader, parse_eval_type,
+from evaluation.protocol import (evaluate, liif_predictor, make_test_loader, parse_eval_type,
                               parse_root_override)
-from utils.sr_model import load_sr_model, select_device
+from inference.loading import load_sr_model, select_device
 
 log = logging.getLogger('test')
 

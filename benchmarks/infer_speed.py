@@ -6,7 +6,7 @@
 
 Each case runs in its own child process, so its peak memory (host VmHWM, and the CUDA allocator's
 peak on a GPU) is its own. Output megapixels per second cover the whole demo-style job: encoder,
-queries and the uint8 output (utils.inference.upscale_to_uint8). The query stage's GFLOP/s count
+queries and the uint8 output (inference.bounded.upscale_to_uint8). The query stage's GFLOP/s count
 the multiply-adds the path really performs (fast: the per-code table convolution plus the per-row
 layers; reference: the whole MLP per row), compared with a large square matmul measured in the
 same run. Weights are random (speed does not depend on them).
@@ -25,7 +25,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks.common import (environment, matmul_peak, paper_model, peak_memory, run_child,  # noqa: E402
                                sync)
 from models.fast_query import mlp_layers, rows_per_pass  # noqa: E402
-from utils.inference import AMP_DTYPES, DEFAULT_MAX_MEM_MB, upscale, upscale_to_uint8  # noqa: E402
+from inference.bounded import DEFAULT_MAX_MEM_MB, upscale, upscale_to_uint8
+from utils.amp import AMP_DTYPES  # noqa: E402
 
 
 def query_flops(model: torch.nn.Module, n: int, h: int, w: int, queries: int) -> float:

@@ -19,8 +19,9 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+import datasets  # noqa: E402
 from benchmarks.common import environment, paper_model, peak_memory, run_child, sync  # noqa: E402
-from utils.inference import AMP_DTYPES, autocast  # noqa: E402
+from utils.amp import AMP_DTYPES, autocast  # noqa: E402
 
 
 def run_case(mode: str, args: argparse.Namespace) -> dict:
@@ -60,7 +61,6 @@ def run_case(mode: str, args: argparse.Namespace) -> dict:
 
 def data_speed(args: argparse.Namespace) -> float:
     """Training samples per second of the paper's data pipeline over the images in args.data."""
-    import datasets
     folder = datasets.make({'name': 'image-folder', 'args': {'root_path': args.data, 'repeat': 20,
                                                             'cache': 'in_memory'}})
     wrapped = datasets.make({'name': 'sr-implicit-downsampled', 'args': {

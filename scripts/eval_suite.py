@@ -17,9 +17,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from utils.atomic import atomic_open  # noqa: E402
 from utils.cli import run_cli  # noqa: E402
 from utils.errors import UserError  # noqa: E402
-from utils.evaluation import (bicubic_predictor, evaluate, liif_predictor, make_test_loader,  # noqa: E402
+from evaluation.protocol import (bicubic_predictor, evaluate, liif_predictor, make_test_loader,  # noqa: E402
                               parse_eval_type, parse_root_override)
-from utils.sr_model import load_sr_model, select_device  # noqa: E402
+from inference.loading import load_sr_model, select_device  # noqa: E402
 from utils.test_configs import (BENCHMARK_SCALES, BENCHMARK_SETS, DIV2K_SCALES, PAIRED_SCALES,  # noqa: E402
                                 RESIZE_METHODS, paper_test_config)
 

@@ -5,7 +5,8 @@ import torch
 
 import models
 from tests.conftest import shared_path
-from utils.checkpoint import atomic_save, load_checkpoint, load_model, model_spec, save_checkpoint
+from inference.loading import load_model
+from utils.checkpoint import atomic_save, load_checkpoint, model_spec, save_checkpoint
 from utils.errors import UserError
 
 SPEC = {'name': 'liif', 'args': {

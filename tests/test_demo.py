@@ -15,7 +15,7 @@ from tests.helpers import (ENCODER_ONLY, NEAREST_LIIF, ROOT, TINY_LIIF, error_li
 from utils.coord import make_cell, make_coord
 from utils.errors import UserError
 from utils.imresize import imresize
-from utils.sr_model import load_sr_model
+from inference.loading import load_sr_model
 
 pytestmark = pytest.mark.usefixtures('one_thread')
 

@@ -8,7 +8,7 @@ from PIL import Image
 
 from tests.conftest import shared_path
 from tests.helpers import TINY_LIIF, error_lines, one_thread, run_script, save_model  # noqa: F401
-from utils.evaluation import bicubic_predictor, evaluate, make_test_loader, parse_eval_type
+from evaluation.protocol import bicubic_predictor, evaluate, make_test_loader, parse_eval_type
 from utils.test_configs import paper_test_config
 
 pytestmark = pytest.mark.usefixtures('one_thread')  # in-process parts: see tests/helpers.py

@@ -7,7 +7,7 @@ import models
 from tests.conftest import shared_path
 from utils.coord import make_cell, make_coord
 from utils.errors import UserError
-from utils.inference import batched_predict
+from inference.bounded import batched_predict
 
 PARITY = ('reference', 'liif-parity')
 TINY_EDSR = {'name': 'edsr-baseline', 'args': {'n_resblocks': 2, 'n_feats': 16, 'no_upsampling': True}}

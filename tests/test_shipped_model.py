@@ -8,8 +8,8 @@ import torch
 from tests.conftest import shared_path
 from tests.helpers import ROOT
 from utils.config import load_config
-from utils.evaluation import evaluate, liif_predictor, make_test_loader, parse_eval_type
-from utils.sr_model import load_sr_model
+from evaluation.protocol import evaluate, liif_predictor, make_test_loader, parse_eval_type
+from inference.loading import load_sr_model
 
 WEIGHTS = os.path.join(ROOT, 'weights', 'liif-edsr-baseline.pth')
 CPU = torch.device('cpu')

@@ -8,8 +8,8 @@ import yaml
 from tests.conftest import shared_path
 from tests.helpers import (ENCODER_ONLY, ROOT, TINY_LIIF, error_lines, one_thread,  # noqa: F401
                            run_script, save_model)
-from utils.evaluation import bicubic_predictor, evaluate, liif_predictor, make_test_loader, parse_eval_type
-from utils.sr_model import load_sr_model
+from evaluation.protocol import bicubic_predictor, evaluate, liif_predictor, make_test_loader, parse_eval_type
+from inference.loading import load_sr_model
 
 CPU = torch.device('cpu')
 

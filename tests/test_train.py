@@ -12,7 +12,8 @@ import yaml
 
 import train_liif
 from tests.conftest import ROOT, shared_path
-from utils.checkpoint import load_checkpoint, load_model
+from inference.loading import load_model
+from utils.checkpoint import load_checkpoint
 from utils.errors import UserError
 
 TINY = os.path.join(ROOT, 'configs', 'train-local', 'train_tiny-liif.yaml')

@@ -10,6 +10,7 @@ from typing import Any, Dict, Iterable, Optional
 
 import torch
 
+import models
 from datasets.registry import DATASETS
 from models.registry import MODELS
 from utils.errors import UserError
@@ -91,7 +92,6 @@ def _model(spec: Any) -> None:
     _mapping(spec, 'model', ['name'], ['args'])
     MODELS.check(spec)
     # nested encoder / MLP specs are only checked by building; on the meta device that costs nothing
-    import models
     with torch.device('meta'):
         models.make(spec)
 

@@ -14,7 +14,8 @@ from training.monitor import Monitor
 from training.state import Progress
 from training.stopper import Stopper
 from utils.errors import UserError
-from utils.inference import autocast as inference_autocast, batched_predict
+from inference.bounded import batched_predict
+from utils.amp import autocast as inference_autocast
 
 STEP_LOG_EVERY = 50  # TensorBoard step-loss interval
 

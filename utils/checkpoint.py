@@ -51,10 +51,3 @@ def load_checkpoint(path: PathLike, map_location: Union[str, torch.device] = 'cp
         raise UserError(f"{path} is not a LIIF checkpoint: it needs a 'model' entry with "
                         f"'name', 'args' and 'sd'")
     return ckpt
-
-
-def load_model(path: PathLike, device: Union[str, torch.device] = 'cpu', trusted: bool = False):
-    """Rebuild the model a checkpoint describes, with its weights, on `device`, in eval mode."""
-    import models  # late import: models imports utils
-    ckpt = load_checkpoint(path, map_location='cpu', trusted=trusted)
-    return models.make(ckpt['model'], load_sd=True).to(device).eval()

@@ -3,7 +3,7 @@ import torch
 
 from tests.helpers import ENCODER_ONLY, TINY_LIIF, save_model
 from utils.errors import UserError
-from utils.sr_model import _exact_fp32, load_sr_model, select_device
+from inference.loading import _exact_fp32, load_sr_model, select_device
 
 
 def test_cpu_selection_and_bad_ids():

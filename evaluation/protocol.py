@@ -20,7 +20,7 @@ from datasets.image_folder import list_images
 from datasets.matlab_lr import ensure_matlab_lr
 from utils.errors import UserError
 from utils.imresize import imresize
-from utils.inference import upscale
+from inference.bounded import upscale
 from utils.metrics import psnr, ssim
 
 log = logging.getLogger(__name__)
@@ -139,7 +139,7 @@ def liif_predictor(model: torch.nn.Module, data_norm: Optional[Dict[str, Any]], 
     gt_sub, gt_div = _norm(data_norm, 'gt')
 
     def predict(inp: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
-        # bsize None: query chunks sized from utils.inference's memory budget
+        # bsize None: query chunks sized from inference.bounded's memory budget
         pred = upscale(model, (inp - inp_sub) / inp_div, size, bsize or None)
         return (pred * gt_div + gt_sub).clamp_(0, 1)
     return predict

@@ -13,7 +13,7 @@ from tests.conftest import shared_path
 from tests.helpers import TINY_LIIF, one_thread  # noqa: F401  (fixture)
 from utils.coord import make_cell, make_coord
 from utils.errors import UserError
-from utils.evaluation import (apply_root_overrides, bicubic_predictor, evaluate, liif_predictor, make_test_loader,
+from evaluation.protocol import (apply_root_overrides, bicubic_predictor, evaluate, liif_predictor, make_test_loader,
                               parse_eval_type, parse_root_override)
 from utils.image import read_rgb_u8, u8_to_float
 from utils.imresize import imresize

@@ -8,7 +8,7 @@ from models.fast_query import query_mode
 from models.tiling import encode_tiled, receptive_radius
 from utils.coord import make_cell, make_coord
 from utils.image import float_to_u8
-from utils.inference import (batched_predict, encoder_tile, iter_upscale_bands, upscale,
+from inference.bounded import (batched_predict, encoder_tile, iter_upscale_bands, upscale,
                              upscale_to_uint8)
 
 TINY_EDSR = {'name': 'edsr-baseline', 'args': {'n_resblocks': 2, 'n_feats': 8, 'no_upsampling': True}}

@@ -1,11 +1,12 @@
 """The device and the arbitrary-scale SR model (LIIF, MetaSR) that test.py and demo.py run."""
 import logging
 import os
-from typing import Optional
+from typing import Optional, Union
 
 import torch
 
-from utils.checkpoint import load_checkpoint
+import models
+from utils.checkpoint import PathLike, load_checkpoint
 from utils.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -41,7 +42,6 @@ def _exact_fp32(device: torch.device) -> torch.device:
 
 def load_sr_model(path: str, device: torch.device) -> torch.nn.Module:
     """Model of a checkpoint that can be queried at any coordinate (gen_feat + query_rgb), in eval mode."""
-    import models  # late import: models imports utils
     ckpt = load_checkpoint(path, map_location='cpu')
     spec = ckpt['model']
     model = models.make(spec, load_sd=True)
@@ -50,3 +50,9 @@ def load_sr_model(path: str, device: torch.device) -> torch.nn.Module:
                         f"SR model (LIIF or MetaSR)")
     log.info("loaded %s model from %s", spec['name'], path)
     return model.to(device).eval()
+
+
+def load_model(path: PathLike, device: Union[str, torch.device] = 'cpu', trusted: bool = False):
+    """Rebuild the model a checkpoint describes, with its weights, on `device`, in eval mode."""
+    ckpt = load_checkpoint(path, map_location='cpu', trusted=trusted)
+    return models.make(ckpt['model'], load_sd=True).to(device).eval()

@@ -12,24 +12,13 @@ import torch
 
 from models.fast_query import mlp_layers
 from models.tiling import activation_channels, encode_tiled, receptive_radius
+from utils.amp import autocast
 from utils.coord import coord_seq, make_cell
 from utils.image import float_to_u8
 
 # working memory by default: RDN's encoder (131 px receptive radius, ~9 KB of activations per
 # pixel) then runs untiled up to ~480 x 480 px inputs; tiles below that size get expensive
 DEFAULT_MAX_MEM_MB = 2048
-AMP_DTYPES = {'bf16': torch.bfloat16, 'fp16': torch.float16}
-
-
-def autocast(device: torch.device, amp: Optional[str]) -> contextlib.AbstractContextManager:
-    """torch.autocast for amp in AMP_DTYPES on `device`, or a no-op context for None."""
-    if amp is None:
-        return contextlib.nullcontext()
-    if amp not in AMP_DTYPES:
-        raise ValueError(f"amp must be one of {sorted(AMP_DTYPES)} or None, not {amp!r}")
-    return torch.autocast(torch.device(device).type, dtype=AMP_DTYPES[amp])
-
-
 def bytes_per_query(model: torch.nn.Module) -> int:
     """Rough peak bytes per query point inside model.query_rgb (the reference path materialises much more)."""
     layers = mlp_layers(getattr(model, 'imnet', None))

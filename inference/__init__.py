@@ -1,0 +1,1 @@
+"""Orchestration of trained models: loading checkpoints for inference and bounded-memory upscaling."""
