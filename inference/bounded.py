@@ -2,9 +2,9 @@
 
 Every function takes `max_mem_mb`, the working memory beyond the model, its feature map and the
 returned output: it sizes the query chunks, the fast path's per-code table, and whether the
-encoder runs on overlapping tiles. `amp` ('bf16' / 'fp16') runs under torch.autocast.
+encoder runs on overlapping tiles. `amp` ('bf16' / 'fp16') runs under torch.autocast. Models are
+used through their pure interface (model.encode, model.query) only: nothing is stored on them.
 """
-import contextlib
 from typing import Iterator, Optional, Sequence, Tuple
 
 import numpy as np
@@ -19,17 +19,20 @@ from utils.image import float_to_u8
 # working memory by default: RDN's encoder (131 px receptive radius, ~9 KB of activations per
 # pixel) then runs untiled up to ~480 x 480 px inputs; tiles below that size get expensive
 DEFAULT_MAX_MEM_MB = 2048
+
+
 def bytes_per_query(model: torch.nn.Module) -> int:
-    """Rough peak bytes per query point inside model.query_rgb (the reference path materialises much more)."""
+    """Rough peak bytes per query point inside model.query (the reference path materialises much more)."""
     layers = mlp_layers(getattr(model, 'imnet', None))
     if layers is None:
         return 64 + 4 * getattr(getattr(model, 'encoder', None), 'out_dim', 64)
     widest = max(m.out_features for m in layers if isinstance(m, torch.nn.Linear))
     in_dim = layers[0].in_features
     if getattr(model, 'query_mode', 'reference') == 'fast':
-        return 128  # coordinates, outputs, uint8 conversion: the MLP runs in fixed-size chunks inside query_rgb
-    # reference: an unfolded code and the MLP input per shift, two activations, the kept predictions
-    return 4 * (2 * in_dim + 2 * widest + 16) + 4 * layers[-1].out_features * 4
+        return 128  # coordinates, outputs, uint8 conversion: the MLP runs in fixed-size chunks inside query
+    # reference: for every corner at once an unfolded code, the MLP input, two activations, the prediction
+    corners = 4 if getattr(model, 'local_ensemble', False) else 1
+    return corners * 4 * (2 * in_dim + 2 * widest + layers[-1].out_features + 16)
 
 
 def _queries_per_call(model: torch.nn.Module, max_mem_mb: float) -> int:
@@ -37,19 +40,9 @@ def _queries_per_call(model: torch.nn.Module, max_mem_mb: float) -> int:
     return min(1 << 20, max(1024, int(max_mem_mb * 2 ** 20 / 4 / bytes_per_query(model))))
 
 
-@contextlib.contextmanager
-def _table_budget(model: torch.nn.Module, max_mem_mb: float):
-    """Give the fast path's per-code table a quarter of the budget for the duration."""
-    codes = getattr(model, '_codes', None)
-    if codes is None:
-        yield
-        return
-    old = codes.budget_mb
-    codes.budget_mb = max_mem_mb / 4
-    try:
-        yield
-    finally:
-        codes.budget_mb = old
+def _table_mb(max_mem_mb: float) -> float:
+    # the fast path's per-code table gets a quarter of the budget
+    return max_mem_mb / 4
 
 
 def encoder_tile(model: torch.nn.Module, inp: torch.Tensor, max_mem_mb: float,
@@ -69,17 +62,15 @@ def encoder_tile(model: torch.nn.Module, inp: torch.Tensor, max_mem_mb: float,
 
 
 @torch.no_grad()
-def gen_feat_bounded(model: torch.nn.Module, inp: torch.Tensor, max_mem_mb: float = DEFAULT_MAX_MEM_MB,
-                     amp: Optional[str] = None) -> torch.Tensor:
-    """model.gen_feat(inp), on overlapping tiles when the encoder's activations exceed max_mem_mb."""
+def encode_bounded(model: torch.nn.Module, inp: torch.Tensor, max_mem_mb: float = DEFAULT_MAX_MEM_MB,
+                   amp: Optional[str] = None) -> torch.Tensor:
+    """model.encode(inp), on overlapping tiles when the encoder's activations exceed max_mem_mb."""
     with autocast(inp.device, amp):
         plan = encoder_tile(model, inp, max_mem_mb, amp)
         if plan is None:
-            return model.gen_feat(inp)
+            return model.encode(inp)
         tile, halo = plan
-        feat = encode_tiled(model.gen_feat, inp, tile, halo)
-    model.feat = feat  # the model's per-code table is keyed to the feature tensor, so it is rebuilt
-    return feat
+        return encode_tiled(model.encode, inp, tile, halo)
 
 
 @torch.no_grad()
@@ -87,12 +78,13 @@ def batched_predict(model: torch.nn.Module, inp: torch.Tensor, coord: torch.Tens
                     bsize: Optional[int] = None, max_mem_mb: float = DEFAULT_MAX_MEM_MB,
                     amp: Optional[str] = None) -> torch.Tensor:
     """model(inp, coord, cell) with the queries in chunks of `bsize` (default: sized from max_mem_mb): (N, Q, 3)."""
-    gen_feat_bounded(model, inp, max_mem_mb, amp)
+    feat = encode_bounded(model, inp, max_mem_mb, amp)
     bsize = bsize or _queries_per_call(model, max_mem_mb) // inp.shape[0]
     out = None
-    with _table_budget(model, max_mem_mb), autocast(inp.device, amp):
+    with autocast(inp.device, amp):
         for i in range(0, coord.shape[1], bsize):
-            pred = model.query_rgb(coord[:, i:i + bsize], cell[:, i:i + bsize]).float()
+            pred = model.query(feat, coord[:, i:i + bsize], cell[:, i:i + bsize],
+                               table_mb=_table_mb(max_mem_mb)).float()
             if out is None:
                 out = pred.new_empty(coord.shape[0], coord.shape[1], pred.shape[-1])
             out[:, i:i + bsize] = pred
@@ -109,17 +101,17 @@ def iter_upscale_bands(model: torch.nn.Module, inp: torch.Tensor, size: Sequence
     """
     h, w = size
     n = inp.shape[0]
-    gen_feat_bounded(model, inp, max_mem_mb, amp)
+    feat = encode_bounded(model, inp, max_mem_mb, amp)
     rows = max(1, (bsize or _queries_per_call(model, max_mem_mb) // n) // w)
     row_c, col_c = coord_seq(h, device=inp.device), coord_seq(w, device=inp.device)
-    with _table_budget(model, max_mem_mb):
-        for r0 in range(0, h, rows):
-            r1 = min(h, r0 + rows)
-            coord = torch.stack(torch.meshgrid(row_c[r0:r1], col_c, indexing='ij'), dim=-1).view(-1, 2)
-            cell = make_cell(coord, (h, w))
-            with autocast(inp.device, amp):
-                pred = model.query_rgb(coord.expand(n, -1, -1), cell.expand(n, -1, -1)).float()
-            yield r0, pred.view(n, r1 - r0, w, -1).permute(0, 3, 1, 2)
+    for r0 in range(0, h, rows):
+        r1 = min(h, r0 + rows)
+        coord = torch.stack(torch.meshgrid(row_c[r0:r1], col_c, indexing='ij'), dim=-1).view(-1, 2)
+        cell = make_cell(coord, (h, w))
+        with autocast(inp.device, amp):
+            pred = model.query(feat, coord.expand(n, -1, -1), cell.expand(n, -1, -1),
+                               table_mb=_table_mb(max_mem_mb)).float()
+        yield r0, pred.view(n, r1 - r0, w, -1).permute(0, 3, 1, 2)
 
 
 @torch.no_grad()

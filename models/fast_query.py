@@ -2,20 +2,26 @@
 
 LIIF's first layer applied to a code's unfolded 3x3 block is a 3x3 convolution of the feature map
 (unfold's channel order c*9 + k is conv2d's (out, in, kh, kw) weight layout), so it is computed
-once per code instead of once per query and shift; each query gathers its code's row by integer
-index and adds the tiny coordinate / cell term. MetaSR's last layer contracted with the code is
+once per code instead of once per query and corner; each query gathers its code's row by integer
+index and adds the tiny offset / cell term. MetaSR's last layer contracted with the code is
 likewise a convolution, leaving per query only the 3 -> 256 layer and a 256 x 3 dot product.
 Only float rounding differs from the reference path.
+
+Lifetime: a query call builds its table (for the feature rows its queries reach, a window of
+them at a time when they exceed table_mb) and its scratch buffers, reuses them across its
+chunks and drops them when it returns. A call is a pure function of (feat, current weights,
+coord, cell): nothing to invalidate after weight edits, nothing shared between threads or
+DataParallel replicas, nothing unpicklable left on the model.
 """
 import contextlib
-import weakref
-from typing import Iterator, List, Optional, Sequence, Tuple
+from dataclasses import dataclass, field
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.sampling import nearest_index
+from models.sampling import BORDER_EPS, corner_shifts, corner_weights, nearest_index
 from utils.coord import coord_seq
 
 QUERY_MODES = ('fast', 'reference')
@@ -55,47 +61,23 @@ def mlp_layers(imnet: Optional[nn.Module]) -> Optional[List[nn.Module]]:
     return list(layers)
 
 
-def run_layers(x: torch.Tensor, layers: Sequence[nn.Module], buffers: Optional['Workspace'] = None,
-               ones_column: bool = False) -> torch.Tensor:
-    """Apply Linear/ReLU layers to x (M, K) with addmm and in-place ReLU.
+def rows_per_pass(device: torch.device) -> int:
+    """MLP rows per chunk on `device`."""
+    return ROWS_PER_PASS if device.type == 'cpu' else GPU_ROWS_PER_PASS
 
-    With `buffers` (inference), activations go to two reused buffers: a fresh multi-MB tensor per
-    layer and chunk costs page faults that slowed the CPU query stage by ~30%. Those buffers carry
-    a trailing column of ones so that each bias is one more row of the weight matrix instead of a
-    separate pass over the activations (~5%); `ones_column` says x comes with one (K + 1 columns).
-    """
-    if buffers is None:
-        for m in layers:
-            if isinstance(m, nn.ReLU):
-                x = x.relu_()
-            elif m.bias is None:
-                x = torch.mm(x, m.weight.t())
-            else:
-                x = torch.addmm(m.bias, x, m.weight.t())
-        return x[:, :-1] if ones_column else x
-    n_linear = 0
-    for i, m in enumerate(layers):
+
+# ---- running Linear/ReLU layers ------------------------------------------------------------------
+
+def run_layers(x: torch.Tensor, layers: Sequence[nn.Module]) -> torch.Tensor:
+    """Apply Linear/ReLU layers to x (M, K) with addmm and in-place ReLU."""
+    for m in layers:
         if isinstance(m, nn.ReLU):
-            x = x.relu_()  # the ones column stays 1
-            continue
-        last = i + 1 == len(layers)
-        if ones_column:
-            bias = m.bias if m.bias is not None else m.weight.new_zeros(m.out_features)
-            weight = torch.cat([m.weight.t(), bias.view(1, -1)]).to(x.dtype)
-        out = None
-        if not last:  # the small last output is allocated
-            y = buffers.get(f'act{n_linear % 2}', (x.shape[0], m.out_features + 1), x)
-            y[:, -1].fill_(1)
-            out = y[:, :-1]  # a BLAS-compatible strided view: the product is written in place
-        n_linear += 1
-        if ones_column:
-            res = torch.mm(x, weight, out=out)
-        elif m.bias is not None:
-            res = torch.addmm(m.bias, x, m.weight.t(), out=out)
+            x = x.relu_()
+        elif m.bias is None:
+            x = torch.mm(x, m.weight.t())
         else:
-            res = torch.mm(x, m.weight.t(), out=out)
-        x, ones_column = (res, False) if last else (y, True)
-    return x[:, :-1] if ones_column else x
+            x = torch.addmm(m.bias, x, m.weight.t())
+    return x
 
 
 def run_layers_split(x: torch.Tensor, layers: Sequence[nn.Module], rows: int) -> torch.Tensor:
@@ -114,32 +96,145 @@ def run_layers_split(x: torch.Tensor, layers: Sequence[nn.Module], rows: int) ->
     return torch.cat([run_layers(part, layers[i:]) for part in x.split(rows)])
 
 
-class Workspace:
-    """Named scratch tensors reused across chunks and calls (grown when a larger one is asked for)."""
+@dataclass
+class Scratch:
+    """Named buffers reused across the chunks of one query call, grown when a larger one is asked for.
 
-    def __init__(self):
-        self._bufs = {}
+    A fresh multi-MB tensor per layer and chunk costs page faults that slowed the CPU query stage by ~30%.
+    """
+
+    buffers: Dict[str, torch.Tensor] = field(default_factory=dict)
 
     def get(self, name: str, shape: Tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
         """A tensor of `shape` with like's dtype and device (contents undefined)."""
         numel = 1
         for d in shape:
             numel *= d
-        buf = self._bufs.get(name)
+        buf = self.buffers.get(name)
         if buf is None or buf.numel() < numel or buf.dtype != like.dtype or buf.device != like.device:
-            buf = self._bufs[name] = torch.empty(numel, dtype=like.dtype, device=like.device)
+            buf = self.buffers[name] = torch.empty(numel, dtype=like.dtype, device=like.device)
         return buf[:numel].view(shape)
 
-    def clear(self) -> None:
-        """Free every buffer."""
-        self._bufs = {}
+
+# ---- the ones column -----------------------------------------------------------------------------
+# With scratch buffers (inference without autocast), activations carry a trailing column of ones, so
+# that each Linear's bias is one more row of its weight matrix: one matmul per layer, written in place
+# into the next buffer, instead of a matmul plus a pass over the activations to add the bias (~5%).
+# The LIIF table gets the column as one more output channel, so its gathered rows come with it.
+
+def with_ones(x: torch.Tensor, scratch: Scratch, name: str) -> torch.Tensor:
+    """x (M, K) copied into a (M, K + 1) scratch buffer whose last column is 1."""
+    out = ones_buffer(scratch, name, x.shape[0], x.shape[1], x)
+    out[:, :-1].copy_(x)
+    return out
 
 
-def conv_rows(feat: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
-              r0: int, r1: int) -> torch.Tensor:
-    """Zero-padded 'same' convolution of feat (N, C, h, w), output rows r0..r1 only: (N, r1 - r0, w, D)."""
-    h = feat.shape[2]
-    p = weight.shape[-1] // 2
+def ones_buffer(scratch: Scratch, name: str, rows: int, cols: int, like: torch.Tensor) -> torch.Tensor:
+    """A (rows, cols + 1) scratch buffer whose last column is 1 (the first cols are undefined)."""
+    buf = scratch.get(name, (rows, cols + 1), like)
+    buf[:, -1].fill_(1)
+    return buf
+
+
+@dataclass
+class BiasRowLayers:
+    """Linear/ReLU layers for activations with a ones column: each Linear as one (K + 1, D) matrix, None for a ReLU."""
+
+    steps: List[Optional[torch.Tensor]]
+
+    @classmethod
+    def of(cls, layers: Sequence[nn.Module]) -> 'BiasRowLayers':
+        """The layers' bias-row matrices (a missing bias is a zero row)."""
+        steps = []
+        for m in layers:
+            if isinstance(m, nn.ReLU):
+                steps.append(None)
+                continue
+            bias = m.bias if m.bias is not None else m.weight.new_zeros(m.out_features)
+            steps.append(torch.cat([m.weight.t(), bias.view(1, -1)]))
+        return cls(steps)
+
+    def run(self, x: torch.Tensor, scratch: Scratch) -> torch.Tensor:
+        """x (M, K + 1), last column 1, through the layers (x is overwritten): (M, D) without the ones column."""
+        written = 0  # two buffers take turns: a layer's input is the other one
+        for i, matrix in enumerate(self.steps):
+            if matrix is None:
+                x = x.relu_()  # the ones column stays 1
+            elif i + 1 == len(self.steps):
+                return torch.mm(x, matrix.to(x.dtype))  # the small last output is a fresh tensor
+            else:
+                y = ones_buffer(scratch, f'act{written % 2}', x.shape[0], matrix.shape[1], x)
+                # a BLAS-compatible strided view: the product is written in place beside the ones
+                torch.mm(x, matrix.to(x.dtype), out=y[:, :-1])
+                x, written = y, written + 1
+        return x[:, :-1]
+
+
+@dataclass
+class Layers:
+    """A run of an MLP's Linear/ReLU modules (of one query call), and their bias-row form once it is used."""
+
+    modules: List[nn.Module]
+    bias_rows: Optional[BiasRowLayers] = None
+
+    def run(self, x: torch.Tensor, scratch: Optional[Scratch]) -> torch.Tensor:
+        """x (M, K) through the modules; with scratch, x carries the ones column (M, K + 1)."""
+        if scratch is not None:
+            if self.bias_rows is None:  # once per call: the weights may change between calls
+                self.bias_rows = BiasRowLayers.of(self.modules)
+            return self.bias_rows.run(x, scratch)
+        if torch.is_grad_enabled():
+            return run_layers_split(x, self.modules, rows_per_pass(x.device))
+        return run_layers(x, self.modules)
+
+
+# ---- the per-code table --------------------------------------------------------------------------
+
+@dataclass
+class TableConv:
+    """The 'same' convolution of the feature map whose output at each code is that code's table row."""
+
+    weight: torch.Tensor  # (D, C, k, k)
+    bias: Optional[torch.Tensor]  # (D,)
+
+    @property
+    def channels(self) -> int:
+        """D, the table's row width."""
+        return self.weight.shape[0]
+
+    def with_ones_channel(self) -> 'TableConv':
+        """This convolution with one more output channel that is exactly 1 (zero filter, bias 1)."""
+        d, c, k, _ = self.weight.shape
+        bias = self.bias if self.bias is not None else self.weight.new_zeros(d)
+        return TableConv(torch.cat([self.weight, self.weight.new_zeros(1, c, k, k)]),
+                         torch.cat([bias, bias.new_ones(1)]))
+
+
+@dataclass
+class CodeTable:
+    """Table rows of the codes in feature rows r0..r1 (exclusive) of every image of the batch."""
+
+    values: torch.Tensor  # (N * (r1 - r0) * w, D), image-major then row-major
+    r0: int
+    r1: int
+    w: int
+
+    def covers(self, lo: int, hi: int) -> bool:
+        """Whether feature rows lo..hi (exclusive) are in the table."""
+        return self.r0 <= lo and hi <= self.r1
+
+    def gather(self, row: torch.Tensor, col: torch.Tensor, scratch: Optional[Scratch]) -> torch.Tensor:
+        """Rows (M, D) of the codes (row, col) of shape (..., N, q), M their number, in their order."""
+        n = torch.arange(row.shape[-2], device=row.device).view(-1, 1)
+        flat = ((n * (self.r1 - self.r0) + (row - self.r0)) * self.w + col).reshape(-1)
+        out = None if scratch is None else scratch.get('gather', (flat.shape[0], self.values.shape[1]), self.values)
+        return torch.index_select(self.values, 0, flat, out=out)
+
+
+def build_table(feat: torch.Tensor, conv: TableConv, r0: int, r1: int) -> CodeTable:
+    """The table of conv over feat (N, C, h, w) for feature rows r0..r1 (zero padding at the map's borders)."""
+    n, _, h, w = feat.shape
+    p = conv.weight.shape[-1] // 2
     lo, hi = r0 - p, r1 + p
     src = feat[:, :, max(lo, 0):min(hi, h)]
     top, bottom = max(0, -lo), max(0, hi - h)
@@ -150,8 +245,8 @@ def conv_rows(feat: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Ten
         pad = (0, p)
     # channels_last makes the output's (N, rows, w, D) view contiguous, and is the fast CPU layout
     with _conv_precision_of_matmul(feat.device):
-        out = F.conv2d(src.contiguous(memory_format=torch.channels_last), weight, bias, padding=pad)
-    return out.permute(0, 2, 3, 1).contiguous()
+        out = F.conv2d(src.contiguous(memory_format=torch.channels_last), conv.weight, conv.bias, padding=pad)
+    return CodeTable(out.permute(0, 2, 3, 1).reshape(-1, conv.channels), r0, r1, w)
 
 
 @contextlib.contextmanager
@@ -170,226 +265,221 @@ def _conv_precision_of_matmul(device: torch.device) -> Iterator[None]:
         yield
 
 
-class CodeTable:
-    """Per-code rows of a convolution of the current feature map, for a window of feature rows.
-
-    Reused across query_rgb calls while the feature map, the weights (by tensor version) and the
-    autocast state are unchanged. Never used when autograd records: training builds it inside the
-    graph on every call instead.
-    """
-
-    def __init__(self, budget_mb: float = DEFAULT_TABLE_MB):
-        self.budget_mb = budget_mb
-        self.workspace = Workspace()
-        self.clear()
-
-    def clear(self) -> None:
-        """Forget the table (the feature map changed) and free the scratch buffers."""
-        self._feat_ref, self._key, self.table, self.r0, self.r1 = None, None, None, 0, 0
-        self.workspace.clear()
-
-    def rows(self, feat: torch.Tensor, weight_fn, params: Sequence[torch.Tensor], need: Tuple[int, int],
-             cache: bool, ones_column: bool = False) -> Tuple[torch.Tensor, int]:
-        """(table (N * rows * w, D), first row) covering feature rows need[0]..need[1] (exclusive end).
-
-        weight_fn(ones_column) gives the convolution's (weight, bias).
-        """
-        n, _, h, w = feat.shape
-        key = (feat._version, tuple(p._version for p in params), _autocast_state(feat.device), ones_column)
-        if cache and self._feat_ref is not None and self._feat_ref() is feat and self._key == key \
-                and self.r0 <= need[0] and need[1] <= self.r1:
-            return self.table, self.r0
-        self.table = None  # free the old table before building the next one
-        weight, bias = weight_fn(ones_column)
-        per_row = n * w * weight.shape[0] * 4
-        budget_rows = int(self.budget_mb * 2 ** 20 // per_row)
-        r0, r1 = (0, h) if budget_rows >= h else (need[0], min(h, max(need[1], need[0] + budget_rows)))
-        table = conv_rows(feat, weight, bias, r0, r1).view(-1, weight.shape[0])
-        if cache:
-            self._feat_ref, self._key, self.table, self.r0, self.r1 = weakref.ref(feat), key, table, r0, r1
-        return table, r0
-
-    def full_fits(self, feat: torch.Tensor, channels: int) -> bool:
-        """Whether a table of all rows fits the budget (then no per-chunk row range is needed)."""
-        n, _, h, w = feat.shape
-        return n * h * w * channels * 4 <= self.budget_mb * 2 ** 20
-
-
-def _autocast_state(device: torch.device) -> Tuple[bool, Optional[torch.dtype]]:
-    kind = device.type
+def _autocast_enabled(device: torch.device) -> bool:
     try:
-        if torch.is_autocast_enabled(kind):
-            return True, torch.get_autocast_dtype(kind)
-    except (TypeError, AttributeError):  # torch < 2.4: per-device functions
-        if kind == 'cpu' and torch.is_autocast_cpu_enabled():
-            return True, torch.get_autocast_cpu_dtype()
-        if kind == 'cuda' and torch.is_autocast_enabled():
-            return True, torch.get_autocast_gpu_dtype()
-    return False, None
+        return torch.is_autocast_enabled(device.type)
+    except TypeError:  # torch < 2.4: per-device functions
+        if device.type == 'cpu':
+            return torch.is_autocast_cpu_enabled()
+        return device.type == 'cuda' and torch.is_autocast_enabled()
 
 
-def rows_per_pass(device: torch.device) -> int:
-    """MLP rows per chunk on `device`."""
-    return ROWS_PER_PASS if device.type == 'cpu' else GPU_ROWS_PER_PASS
+def _rows_chosen(chosen_row_coord: torch.Tensor, h: int) -> Tuple[int, int]:
+    """(lo, hi): the feature rows (hi exclusive) nearest_index picks for row coordinates in the given range.
 
-
-def _records_grad(feat: torch.Tensor, params: Sequence[torch.Tensor]) -> bool:
-    return torch.is_grad_enabled() and (feat.requires_grad or any(p.requires_grad for p in params))
-
-
-def _row_window(rows: torch.Tensor, h: int, full: bool) -> Tuple[int, int]:
-    if full:
-        return 0, h
+    The pick is monotone in the coordinate, so the extremes bound every query between them.
+    """
+    coord = torch.stack([chosen_row_coord, torch.zeros_like(chosen_row_coord)], dim=-1)
+    rows = nearest_index(coord, h, 1)[0]
     return int(rows.min()), int(rows.max()) + 1
 
 
-def _gather(table: torch.Tensor, r0: int, tab_rows: int, w: int, row: torch.Tensor,
-            col: torch.Tensor, buffers: Optional[Workspace]) -> torch.Tensor:
-    """Rows of table (N * tab_rows * w, D) for codes (row, col) of shape (..., N, q)."""
-    n = torch.arange(row.shape[-2], device=row.device).view(-1, 1)
-    flat = ((n * tab_rows + (row - r0)) * w + col).reshape(-1)
-    out = None if buffers is None else buffers.get('gather', (flat.shape[0], table.shape[1]), table)
-    return torch.index_select(table, 0, flat, out=out)
+# ---- one call: chunks of queries over a table ----------------------------------------------------
+
+@dataclass
+class Codes:
+    """The codes chosen for a chunk of queries, (..., N, q) each."""
+
+    row: torch.Tensor
+    col: torch.Tensor
 
 
-# ---- LIIF ------------------------------------------------------------------------------------
+@dataclass
+class _Plan:
+    """What a model's fast query needs besides the feature map (subclassed per model)."""
 
-def liif_query(model: nn.Module, coord: torch.Tensor, cell: Optional[torch.Tensor]) -> torch.Tensor:
-    """LIIF.query_rgb through the per-code convolution table: (N, Q, out_dim), same values up to rounding."""
-    feat = model.feat
-    layers = mlp_layers(model.imnet)
-    first = layers[0]
-    params = [first.weight] + ([first.bias] if first.bias is not None else [])
-    n, c, h, w = feat.shape
-    k = 3 if model.feat_unfold else 1
-    ncode = c * k * k
-    hidden = first.weight.shape[0]
+    conv: TableConv  # the table's convolution
+    params: List[torch.Tensor]  # every weight the queries read (autograd records if one requires grad)
+    passes: int  # codes per query
+    out_dim: int
 
-    def table_weights(ones_column: bool):
-        weight = first.weight[:, :ncode].reshape(hidden, c, k, k)
-        bias = first.bias if first.bias is not None else weight.new_zeros(hidden)
-        if ones_column:  # one more output channel that is exactly 1 (zero filter, bias 1)
-            weight = torch.cat([weight, weight.new_zeros(1, c, k, k)])
-            bias = torch.cat([bias, bias.new_ones(1)])
-        return weight, bias
+    def table_conv(self, ones_column: bool) -> TableConv:
+        """The convolution of the table (with the ones column when the MLP runs on scratch buffers)."""
+        return self.conv
 
-    if model.local_ensemble:
-        shifts = [(vx * (2 / h / 2) + 1e-6, vy * (2 / w / 2) + 1e-6) for vx in (-1, 1) for vy in (-1, 1)]
-    else:
-        shifts = [(0.0, 0.0)]
-    shift = torch.tensor(shifts, dtype=coord.dtype, device=coord.device).view(-1, 1, 1, 2)
-    row_c, col_c = coord_seq(h, device=coord.device), coord_seq(w, device=coord.device)
-    hw = torch.tensor([h, w], dtype=coord.dtype, device=coord.device)
-    rel_cell = cell * hw if model.cell_decode else None
-    w_extra = first.weight[:, ncode:]
+    def row_span(self, coord: torch.Tensor, extra: Optional[torch.Tensor]) -> Tuple[int, int]:
+        """Feature rows (lo, hi exclusive) that the call's queries choose codes from."""
+        raise NotImplementedError
 
-    def query(crd: torch.Tensor, rcell: Optional[torch.Tensor], table_for) -> torch.Tensor:
-        # the same float32 operations as the reference, so the chosen codes and rel are bit-identical
-        crd_ = (crd.unsqueeze(0) + shift).clamp_(-1 + 1e-6, 1 - 1e-6)
-        row, col = nearest_index(crd_, h, w)
-        table, r0, tab_rows, buffers = table_for(row)
-        x = _gather(table, r0, tab_rows, w, row, col, buffers)
-        ones = x.shape[1] > hidden  # the inference table's ones column (see run_layers)
-        rel = crd.unsqueeze(0) - torch.stack([row_c[row], col_c[col]], dim=-1)
-        rel[..., 0] *= h
-        rel[..., 1] *= w
-        extra = rel if rcell is None else torch.cat([rel, rcell.unsqueeze(0).expand_as(rel)], dim=-1)
-        x[:, :hidden].addmm_(extra.reshape(-1, extra.shape[-1]).to(x.dtype), w_extra.t().to(x.dtype))
-        if buffers is None and torch.is_grad_enabled():
-            pred = run_layers_split(x, layers[1:], rows_per_pass(x.device))
-        else:
-            pred = run_layers(x, layers[1:], buffers, ones_column=ones)
-        pred = pred.float().view(*row.shape, -1)
-        areas = torch.abs(rel[..., 0] * rel[..., 1]) + 1e-9
-        tot_area = areas.sum(dim=0)
-        if model.local_ensemble:
-            areas = areas.flip(0)  # weight each prediction by the area towards the opposite code
-        ret = pred[0] * (areas[0] / tot_area).unsqueeze(-1)
-        for i in range(1, len(pred)):
-            ret = ret + pred[i] * (areas[i] / tot_area).unsqueeze(-1)
-        return ret
+    def choose(self, coord: torch.Tensor, extra: Optional[torch.Tensor]) -> Codes:
+        """The codes of a chunk of queries."""
+        raise NotImplementedError
 
-    return _chunked(model, params, table_weights, hidden, len(shifts), coord, rel_cell, query,
-                    ones_column=len(layers) > 1)
+    def predict(self, table: CodeTable, codes: Codes, coord: torch.Tensor, extra: Optional[torch.Tensor],
+                scratch: Optional[Scratch]) -> torch.Tensor:
+        """Output (N, q, out_dim) of a chunk of queries whose codes the table covers."""
+        raise NotImplementedError
 
 
-def _chunked(model: nn.Module, params: Sequence[torch.Tensor], table_weights, channels: int, passes: int,
-             coord: torch.Tensor, extra: Optional[torch.Tensor], query, ones_column: bool = False) -> torch.Tensor:
-    """Run query(coord chunk, extra chunk, table_for) over coord (N, Q, 2): one pass with autograd, else chunks.
-
-    params: the tensors the table is computed from (its cache key); ones_column: the inference
-    table may carry one (for run_layers).
-    """
-    codes, feat = model._codes, model.feat
-    n, _, h, _ = feat.shape
-    if _records_grad(feat, list(model.imnet.parameters())):
-        def table_in_graph(row):
-            table, r0 = codes.rows(feat, table_weights, params, (0, h), cache=False)
-            return table, r0, h, None
-        return query(coord, extra, table_in_graph)
-
-    full = codes.full_fits(feat, channels)
-    # out= buffers do not mix with autocast (it would not cast them); the GPU allocator is cheap anyway
-    buffers = None if _autocast_state(feat.device)[0] else codes.workspace
-
-    def cached_table(row):
-        lo, hi = _row_window(row, h, full)
-        table, r0 = codes.rows(feat, table_weights, params, (lo, hi), cache=True,
-                               ones_column=ones_column and buffers is not None)
-        return table, r0, codes.r1 - codes.r0, buffers
-
+def _run(plan: _Plan, feat: torch.Tensor, coord: torch.Tensor, extra: Optional[torch.Tensor],
+         table_mb: float) -> torch.Tensor:
+    """plan's queries coord (N, Q, 2) with per-query `extra` (N, Q, E): one pass with autograd, else chunks."""
+    n, _, h, w = feat.shape
     q = coord.shape[1]
-    step = max(1, rows_per_pass(feat.device) // (passes * n))
-    if q <= step:
-        return query(coord, extra, cached_table)
+    if q == 0 or n == 0:
+        return coord.new_zeros(n, q, plan.out_dim)
+    span = plan.row_span(coord, extra)
+    if torch.is_grad_enabled() and (feat.requires_grad or any(p.requires_grad for p in plan.params)):
+        return plan.predict(build_table(feat, plan.conv, *span), plan.choose(coord, extra), coord, extra, None)
+
+    # out= buffers do not mix with autocast (it would not cast them); the GPU allocator is cheap anyway
+    scratch = None if _autocast_enabled(feat.device) else Scratch()
+    conv = plan.table_conv(ones_column=scratch is not None)
+    budget_rows = int(table_mb * 2 ** 20 // (n * w * conv.channels * 4))
+    windowed = span[1] - span[0] > budget_rows
+    table = None if windowed else build_table(feat, conv, *span)
+    step = max(1, rows_per_pass(feat.device) // (plan.passes * n))
     out = None
     for i in range(0, q, step):
-        part = query(coord[:, i:i + step], None if extra is None else extra[:, i:i + step], cached_table)
+        crd = coord[:, i:i + step]
+        ext = None if extra is None else extra[:, i:i + step]
+        codes = plan.choose(crd, ext)
+        if windowed:
+            lo, hi = int(codes.row.min()), int(codes.row.max()) + 1
+            if table is None or not table.covers(lo, hi):
+                table = None  # free the old window before building the next
+                table = build_table(feat, conv, lo, min(span[1], max(hi, lo + budget_rows)))
+        part = plan.predict(table, codes, crd, ext, scratch)
+        if q <= step:
+            return part
         if out is None:
             out = part.new_empty(n, q, part.shape[-1])
         out[:, i:i + step] = part
     return out
 
 
-# ---- MetaSR ----------------------------------------------------------------------------------
+# ---- LIIF ----------------------------------------------------------------------------------------
 
-def metasr_query(model: nn.Module, coord: torch.Tensor, cell: torch.Tensor) -> torch.Tensor:
-    """MetaSR.query_rgb with the last layer folded into a per-code table: (N, Q, 3)."""
-    feat = model.feat
-    layers = mlp_layers(model.imnet)
-    last = layers[-1]
-    params = [last.weight] + ([last.bias] if last.bias is not None else [])
-    n, c, h, w = feat.shape
-    hid = last.weight.shape[1]
-    channels = 3 * hid + 3
+@dataclass
+class _LiifPlan(_Plan):
+    """LIIF's first layer split into the code part (the table) and the offset / cell part."""
 
-    def table_weights(ones_column: bool):
-        # weights(view 9C x 3)[i, j] = W[3i + j] . hidden + b[3i + j]; contracted with code i over the
-        # 3x3 block this is a conv with out channel j * hid + k (and 3 more for the bias)
-        wt = last.weight.view(c, 9, 3, hid).permute(2, 3, 0, 1).reshape(3 * hid, c, 3, 3)
-        if last.bias is not None:
-            wt = torch.cat([wt, last.bias.view(c, 3, 3, 3).permute(3, 0, 1, 2)], dim=0)
-        else:
-            wt = torch.cat([wt, wt.new_zeros(3, c, 3, 3)], dim=0)
-        return wt, None
+    layers: Layers  # the MLP after its first layer
+    first_rest: torch.Tensor  # first-layer weights on rel and rel_cell: (hidden, 2 or 4)
+    shifts: torch.Tensor  # (P, 1, 1, 2)
+    row_centres: torch.Tensor  # the codes' centre coordinates
+    col_centres: torch.Tensor
+    hw: torch.Tensor  # (h, w)
+    local_ensemble: bool
 
-    row_c = coord_seq(h, device=coord.device) - (2 / h) / 2
-    col_c = coord_seq(w, device=coord.device) - (2 / w) / 2
+    def table_conv(self, ones_column: bool) -> TableConv:
+        """The code part of the first layer, with the ones channel if the MLP runs on scratch buffers."""
+        return self.conv.with_ones_channel() if ones_column else self.conv
 
-    def query(crd: torch.Tensor, cll: torch.Tensor, table_for) -> torch.Tensor:
-        crd_ = crd.clone()
-        crd_[:, :, 0] -= cll[:, :, 0] / 2
-        crd_[:, :, 1] -= cll[:, :, 1] / 2
-        row, col = nearest_index((crd_ + 1e-6).clamp(-1 + 1e-6, 1 - 1e-6), h, w)
-        table, r0, tab_rows, buffers = table_for(row)
-        p = _gather(table, r0, tab_rows, w, row, col, buffers)
-        rel = crd_ - torch.stack([row_c[row], col_c[col]], dim=-1)
-        rel[:, :, 0] *= h / 2
-        rel[:, :, 1] *= w / 2
-        r_rev = cll[:, :, 0] * (h / 2)
-        x = torch.cat([rel, r_rev.unsqueeze(-1)], dim=-1).view(-1, 3)
-        hidden = run_layers(x, layers[:-1], buffers).to(p.dtype)
+    def row_span(self, coord: torch.Tensor, extra: Optional[torch.Tensor]) -> Tuple[int, int]:
+        """Rows of the codes around the topmost and bottommost queries (the same float ops as choose)."""
+        ends = torch.stack(coord[..., 0].aminmax())
+        chosen = (ends.view(1, 2) + self.shifts[:, 0, 0, :1]).clamp_(-1 + BORDER_EPS, 1 - BORDER_EPS)
+        return _rows_chosen(chosen, len(self.row_centres))
+
+    def choose(self, coord: torch.Tensor, extra: Optional[torch.Tensor]) -> Codes:
+        """The code of each corner: (P, N, q); coord + shift rounds as the reference's, so the choice is identical."""
+        chosen = (coord.unsqueeze(0) + self.shifts).clamp_(-1 + BORDER_EPS, 1 - BORDER_EPS)
+        return Codes(*nearest_index(chosen, len(self.row_centres), len(self.col_centres)))
+
+    def predict(self, table: CodeTable, codes: Codes, coord: torch.Tensor, rel_cell: Optional[torch.Tensor],
+                scratch: Optional[Scratch]) -> torch.Tensor:
+        """Blend of the corners' MLP outputs: (N, q, out_dim)."""
+        x = table.gather(codes.row, codes.col, scratch)  # the first layer's code part (+ ones column)
+        hidden = self.first_rest.shape[0]
+        rel = (coord.unsqueeze(0) - torch.stack([self.row_centres[codes.row], self.col_centres[codes.col]], -1)) \
+            * self.hw
+        extra = rel if rel_cell is None else torch.cat([rel, rel_cell.unsqueeze(0).expand_as(rel)], dim=-1)
+        x[:, :hidden].addmm_(extra.reshape(-1, extra.shape[-1]).to(x.dtype), self.first_rest.t().to(x.dtype))
+        pred = self.layers.run(x, scratch).float().view(*codes.row.shape, -1)
+        return (pred * corner_weights(rel, self.local_ensemble).unsqueeze(-1)).sum(dim=0)
+
+
+def liif_query(model: nn.Module, feat: torch.Tensor, coord: torch.Tensor, cell: Optional[torch.Tensor],
+               table_mb: float = DEFAULT_TABLE_MB) -> torch.Tensor:
+    """LIIF's query through the per-code table of its first layer: (N, Q, out_dim), the same values up to rounding."""
+    modules = mlp_layers(model.imnet)
+    first = modules[0]
+    _, c, h, w = feat.shape
+    k = 3 if model.feat_unfold else 1
+    hidden = first.out_features
+    ncode = c * k * k
+    plan = _LiifPlan(
+        conv=TableConv(first.weight[:, :ncode].reshape(hidden, c, k, k), first.bias),
+        passes=4 if model.local_ensemble else 1,
+        out_dim=[m for m in modules if isinstance(m, nn.Linear)][-1].out_features,
+        params=list(model.imnet.parameters()),
+        layers=Layers(modules[1:]),
+        first_rest=first.weight[:, ncode:],
+        shifts=corner_shifts(h, w, model.local_ensemble, coord).view(-1, 1, 1, 2),
+        row_centres=coord_seq(h, device=coord.device),
+        col_centres=coord_seq(w, device=coord.device),
+        hw=coord.new_tensor([h, w]),
+        local_ensemble=model.local_ensemble)
+    rel_cell = cell * plan.hw if model.cell_decode else None
+    return _run(plan, feat, coord, rel_cell, table_mb)
+
+
+# ---- MetaSR --------------------------------------------------------------------------------------
+
+@dataclass
+class _MetaSRPlan(_Plan):
+    """MetaSR's last layer contracted with the code (the table); the layers before it run per query."""
+
+    layers: Layers  # the MLP before its last layer
+    row_corners: torch.Tensor  # the codes' top-left corner coordinates
+    col_corners: torch.Tensor
+    half_hw: torch.Tensor  # (h / 2, w / 2)
+
+    def row_span(self, coord: torch.Tensor, cell: Optional[torch.Tensor]) -> Tuple[int, int]:
+        """Rows of the codes of the topmost and bottommost query corners (the same float ops as choose)."""
+        ends = torch.stack((coord[..., 0] - cell[..., 0] / 2).aminmax())
+        return _rows_chosen((ends + BORDER_EPS).clamp_(-1 + BORDER_EPS, 1 - BORDER_EPS), len(self.row_corners))
+
+    def choose(self, coord: torch.Tensor, cell: Optional[torch.Tensor]) -> Codes:
+        """The code containing each query pixel's top-left corner (nudged inside): (N, q)."""
+        chosen = (coord - cell / 2 + BORDER_EPS).clamp_(-1 + BORDER_EPS, 1 - BORDER_EPS)
+        return Codes(*nearest_index(chosen, len(self.row_corners), len(self.col_corners)))
+
+    def predict(self, table: CodeTable, codes: Codes, coord: torch.Tensor, cell: Optional[torch.Tensor],
+                scratch: Optional[Scratch]) -> torch.Tensor:
+        """code . weights(offset, scale) per query: (N, q, 3)."""
+        p = table.gather(codes.row, codes.col, scratch)
+        corner = coord - cell / 2
+        rel = (corner - torch.stack([self.row_corners[codes.row], self.col_corners[codes.col]], -1)) * self.half_hw
+        x = torch.cat([rel, cell[..., :1] * self.half_hw[0]], dim=-1).view(-1, 3)
+        if scratch is not None:
+            x = with_ones(x, scratch, 'input')
+        hidden = self.layers.run(x, scratch).to(p.dtype)
+        hid = hidden.shape[1]
         pred = torch.bmm(p[:, :3 * hid].view(-1, 3, hid), hidden.unsqueeze(-1)).squeeze(-1) + p[:, 3 * hid:]
-        return pred.float().view(*row.shape, 3)
+        return pred.float().view(*codes.row.shape, 3)
 
-    return _chunked(model, params, table_weights, channels, 1, coord, cell, query)
+
+def metasr_query(model: nn.Module, feat: torch.Tensor, coord: torch.Tensor, cell: torch.Tensor,
+                 table_mb: float = DEFAULT_TABLE_MB) -> torch.Tensor:
+    """MetaSR's query with the last layer folded into a per-code table: (N, Q, 3)."""
+    modules = mlp_layers(model.imnet)
+    last = modules[-1]
+    _, c, h, w = feat.shape
+    hid = last.in_features
+    # weights (viewed 9C x 3)[i, j] = W[3i + j] . hidden + b[3i + j]; contracted with code i over the
+    # 3x3 block this is a conv with out channel j * hid + k (and 3 more for the bias)
+    weight = last.weight.view(c, 9, 3, hid).permute(2, 3, 0, 1).reshape(3 * hid, c, 3, 3)
+    bias = last.bias if last.bias is not None else last.weight.new_zeros(last.out_features)
+    weight = torch.cat([weight, bias.view(c, 3, 3, 3).permute(3, 0, 1, 2)])
+    plan = _MetaSRPlan(
+        conv=TableConv(weight, None),
+        passes=1,
+        out_dim=3,
+        params=list(model.imnet.parameters()),
+        layers=Layers(modules[:-1]),
+        row_corners=coord_seq(h, device=coord.device) - 1 / h,
+        col_corners=coord_seq(w, device=coord.device) - 1 / w,
+        half_hw=coord.new_tensor([h / 2, w / 2]))
+    return _run(plan, feat, coord, cell, table_mb)

@@ -1,4 +1,4 @@
-"""What LIIF and MetaSR share: an encoder whose feature map is kept for queries at any coordinate."""
+"""What LIIF and MetaSR share: an encoder whose feature map is queried at any coordinate."""
 from typing import Optional
 
 import torch
@@ -13,10 +13,15 @@ def encoder_input(inp: torch.Tensor, channels_last: bool) -> torch.Tensor:
 
 
 class ImplicitSR(nn.Module):
-    """gen_feat(inp) encodes once; query_rgb(coord, cell) predicts RGB at coordinates; forward does both.
+    """encode(inp) -> feat and query(feat, coord, cell) -> RGB, both pure; the authors' API on top.
+
+    query keeps nothing between calls (any table or buffer it builds is dropped when it returns), so
+    it always follows the current weights and is safe from several threads or DataParallel replicas.
+    gen_feat / query_rgb are the authors' stateful pair (the feature map kept in self.feat);
+    forward(inp, coord, cell) stores nothing.
 
     Runtime switches (plain attributes, not constructor args, so checkpoints are unaffected):
-    query_mode 'fast' (default; models/fast_query.py) or 'reference' (the authors' computation);
+    query_mode 'fast' (default; models/fast_query.py) or 'reference' (the computation of LIIF.md);
     channels_last (default True) runs the encoder in channels_last memory format.
     """
 
@@ -26,19 +31,46 @@ class ImplicitSR(nn.Module):
     def __init__(self):
         super().__init__()
         self.feat: Optional[torch.Tensor] = None
-        self._codes = fast_query.CodeTable()
+
+    def encode(self, inp: torch.Tensor) -> torch.Tensor:
+        """The feature map (N, C, h, w) of inp (N, 3, h, w)."""
+        return self.encoder(encoder_input(inp, self.channels_last))
+
+    def query(self, feat: torch.Tensor, coord: torch.Tensor, cell: Optional[torch.Tensor] = None,
+              table_mb: float = fast_query.DEFAULT_TABLE_MB) -> torch.Tensor:
+        """RGB (N, Q, 3) of feat at coord (N, Q, 2) with query cells (N, Q, 2).
+
+        table_mb bounds the fast path's per-code table (built for the feature rows the queries reach).
+        """
+        if fast_query.check_query_mode(self.query_mode) == 'fast' and self.has_fast_path():
+            return self.query_fast(feat, coord, cell, table_mb)
+        return self.query_reference(feat, coord, cell)
+
+    def has_fast_path(self) -> bool:
+        """Whether query_fast handles this configuration."""
+        return False
+
+    def query_fast(self, feat: torch.Tensor, coord: torch.Tensor, cell: Optional[torch.Tensor],
+                   table_mb: float) -> torch.Tensor:
+        """query through models/fast_query.py: the same values up to float rounding."""
+        raise NotImplementedError
+
+    def query_reference(self, feat: torch.Tensor, coord: torch.Tensor,
+                        cell: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """query computed as LIIF.md describes it."""
+        raise NotImplementedError
 
     def gen_feat(self, inp: torch.Tensor) -> torch.Tensor:
-        """Encode inp (N, 3, h, w) and keep the feature map for the following queries."""
-        self._codes.clear()
-        self.feat = self.encoder(encoder_input(inp, self.channels_last))
+        """Encode inp and keep the feature map for query_rgb (the authors' API)."""
+        self.feat = self.encode(inp)
         return self.feat
 
     def query_rgb(self, coord: torch.Tensor, cell: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """Predict (N, Q, 3) at coord (N, Q, 2) with query cells (N, Q, 2) from the last gen_feat."""
-        raise NotImplementedError
+        """query of the feature map of the last gen_feat (the authors' API)."""
+        if self.feat is None:
+            raise RuntimeError("query_rgb needs a feature map: call gen_feat(inp) first")
+        return self.query(self.feat, coord, cell)
 
     def forward(self, inp: torch.Tensor, coord: torch.Tensor, cell: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """Encode inp and query it: (N, Q, 3)."""
-        self.gen_feat(inp)
-        return self.query_rgb(coord, cell)
+        """Encode inp and query it: (N, Q, 3); self.feat is left alone."""
+        return self.query(self.encode(inp), coord, cell)

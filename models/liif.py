@@ -6,13 +6,13 @@ import torch
 from models import fast_query
 from models.implicit import ImplicitSR
 from models.registry import make, register
-from models.sampling import sample_nearest, unfold3x3
+from models.sampling import BORDER_EPS, corner_shifts, corner_weights, sample_nearest, unfold3x3
 from utils.coord import make_coord
 
 
 @register('liif')
 class LIIF(ImplicitSR):
-    """Local implicit image function (LIIF.md, 'The query function'); switches as in ImplicitSR."""
+    """Local implicit image function (LIIF.md, 'The query function'); interface and switches as in ImplicitSR."""
 
     def __init__(self, encoder_spec: Dict[str, Any], imnet_spec: Optional[Dict[str, Any]] = None,
                  local_ensemble: bool = True, feat_unfold: bool = True, cell_decode: bool = True):
@@ -27,56 +27,35 @@ class LIIF(ImplicitSR):
         else:
             self.imnet = None
 
-    def query_rgb(self, coord: torch.Tensor, cell: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """Predict (N, Q, 3) at coord (N, Q, 2) with query cells (N, Q, 2) from the last gen_feat."""
-        if fast_query.check_query_mode(self.query_mode) == 'fast' and fast_query.mlp_layers(self.imnet):
-            return fast_query.liif_query(self, coord, cell)
-        return self.query_reference(coord, cell)
+    def has_fast_path(self) -> bool:
+        """The fast path needs an MLP that is a plain Linear/ReLU stack."""
+        return fast_query.mlp_layers(self.imnet) is not None
 
-    def query_reference(self, coord: torch.Tensor, cell: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """query_rgb computed as the authors' code does (unfolded codes through the whole MLP)."""
-        feat = self.feat
+    def query_fast(self, feat: torch.Tensor, coord: torch.Tensor, cell: Optional[torch.Tensor],
+                   table_mb: float) -> torch.Tensor:
+        """query through the per-code table of the MLP's first layer (models/fast_query.py)."""
+        return fast_query.liif_query(self, feat, coord, cell, table_mb)
+
+    def query_reference(self, feat: torch.Tensor, coord: torch.Tensor,
+                        cell: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """LIIF.md's query function: each corner's code, offset and cell through the whole MLP, then blended."""
         if self.imnet is None:
             return sample_nearest(feat, coord)
-        if self.feat_unfold:
-            feat = unfold3x3(feat)
+        codes = unfold3x3(feat) if self.feat_unfold else feat
+        n, _, h, w = codes.shape
+        hw = coord.new_tensor([h, w])
+        # one pass per corner, stacked first: (P, N, Q, 2)
+        chosen = (coord + corner_shifts(h, w, self.local_ensemble, coord).view(-1, 1, 1, 2)) \
+            .clamp(-1 + BORDER_EPS, 1 - BORDER_EPS)
+        centres = make_coord((h, w), flatten=False, device=feat.device).permute(2, 0, 1).expand(n, 2, h, w)
+        rel = (coord - _sample_corners(centres, chosen)) * hw
+        parts = [_sample_corners(codes, chosen), rel]
+        if self.cell_decode:
+            parts.append((cell * hw).expand_as(rel))
+        preds = self.imnet(torch.cat(parts, dim=-1))
+        return (preds * corner_weights(rel, self.local_ensemble).unsqueeze(-1)).sum(dim=0)
 
-        if self.local_ensemble:
-            vx_lst, vy_lst, eps_shift = [-1, 1], [-1, 1], 1e-6
-        else:
-            vx_lst, vy_lst, eps_shift = [0], [0], 0
-        h, w = feat.shape[-2:]
-        rx, ry = 2 / h / 2, 2 / w / 2
-        feat_coord = make_coord((h, w), flatten=False, device=feat.device) \
-            .permute(2, 0, 1).unsqueeze(0).expand(feat.shape[0], 2, h, w)
 
-        preds, areas = [], []
-        for vx in vx_lst:
-            for vy in vy_lst:
-                coord_ = coord.clone()
-                coord_[:, :, 0] += vx * rx + eps_shift
-                coord_[:, :, 1] += vy * ry + eps_shift
-                coord_.clamp_(-1 + 1e-6, 1 - 1e-6)
-                q_feat = sample_nearest(feat, coord_)
-                q_coord = sample_nearest(feat_coord, coord_)
-                rel_coord = coord - q_coord
-                rel_coord[:, :, 0] *= h
-                rel_coord[:, :, 1] *= w
-                inp = torch.cat([q_feat, rel_coord], dim=-1)
-                if self.cell_decode:
-                    rel_cell = cell.clone()
-                    rel_cell[:, :, 0] *= h
-                    rel_cell[:, :, 1] *= w
-                    inp = torch.cat([inp, rel_cell], dim=-1)
-                bs, q = coord.shape[:2]
-                preds.append(self.imnet(inp.view(bs * q, -1)).view(bs, q, -1))
-                areas.append(torch.abs(rel_coord[:, :, 0] * rel_coord[:, :, 1]) + 1e-9)
-
-        tot_area = torch.stack(areas).sum(dim=0)
-        if self.local_ensemble:
-            # each prediction is weighted by the area towards the diagonally opposite code
-            areas = areas[::-1]
-        ret = 0
-        for pred, area in zip(preds, areas):
-            ret = ret + pred * (area / tot_area).unsqueeze(-1)
-        return ret
+def _sample_corners(feat: torch.Tensor, coord: torch.Tensor) -> torch.Tensor:
+    """sample_nearest of feat (N, C, h, w) at coord (P, N, Q, 2): (P, N, Q, C)."""
+    return sample_nearest(feat, coord.transpose(0, 1)).transpose(0, 1)

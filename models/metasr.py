@@ -1,4 +1,4 @@
-"""The MetaSR baseline (Hu et al. 2019) as the LIIF paper re-implemented it."""
+"""The MetaSR baseline (Hu et al. 2019) as the LIIF paper re-implemented it (LIIF.md, 'Parts')."""
 from typing import Any, Dict, Optional
 
 import torch
@@ -6,7 +6,7 @@ import torch
 from models import fast_query
 from models.implicit import ImplicitSR
 from models.registry import make, register
-from models.sampling import sample_nearest, unfold3x3
+from models.sampling import BORDER_EPS, sample_nearest, unfold3x3
 from utils.coord import make_coord
 
 
@@ -14,7 +14,7 @@ from utils.coord import make_coord
 class MetaSR(ImplicitSR):
     """Meta-upscale: an MLP of (offset, scale) predicts per-query weights applied to the unfolded code.
 
-    Switches as in ImplicitSR (query_mode, channels_last).
+    Interface and switches as in ImplicitSR.
     """
 
     def __init__(self, encoder_spec: Dict[str, Any]):
@@ -24,35 +24,29 @@ class MetaSR(ImplicitSR):
             'in_dim': 3, 'out_dim': self.encoder.out_dim * 9 * 3, 'hidden_list': [256]}}
         self.imnet = make(imnet_spec)
 
-    def query_rgb(self, coord: torch.Tensor, cell: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """Predict (N, Q, 3) at coord (N, Q, 2) with query cells (N, Q, 2) from the last gen_feat."""
-        if fast_query.check_query_mode(self.query_mode) == 'fast':
-            return fast_query.metasr_query(self, coord, cell)
-        return self.query_reference(coord, cell)
+    def has_fast_path(self) -> bool:
+        """Always: the MLP is built here."""
+        return True
 
-    def query_reference(self, coord: torch.Tensor, cell: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """query_rgb computed as the authors' code does (per-query weight matrices)."""
-        feat = unfold3x3(self.feat)
-        h, w = feat.shape[-2:]
-        feat_coord = make_coord((h, w), flatten=False, device=feat.device)
-        feat_coord[:, :, 0] -= (2 / h) / 2
-        feat_coord[:, :, 1] -= (2 / w) / 2
-        feat_coord = feat_coord.permute(2, 0, 1).unsqueeze(0).expand(feat.shape[0], 2, h, w)
+    def query_fast(self, feat: torch.Tensor, coord: torch.Tensor, cell: Optional[torch.Tensor],
+                   table_mb: float) -> torch.Tensor:
+        """query with the MLP's last layer folded into a per-code table (models/fast_query.py)."""
+        return fast_query.metasr_query(self, feat, coord, cell, table_mb)
 
-        coord_ = coord.clone()
-        coord_[:, :, 0] -= cell[:, :, 0] / 2
-        coord_[:, :, 1] -= cell[:, :, 1] / 2
-        coord_q = (coord_ + 1e-6).clamp(-1 + 1e-6, 1 - 1e-6)
-        q_feat = sample_nearest(feat, coord_q)
-        q_coord = sample_nearest(feat_coord, coord_q)
-
-        rel_coord = coord_ - q_coord
-        rel_coord[:, :, 0] *= h / 2
-        rel_coord[:, :, 1] *= w / 2
-        r_rev = cell[:, :, 0] * (h / 2)
-        inp = torch.cat([rel_coord, r_rev.unsqueeze(-1)], dim=-1)
-
-        bs, q = coord.shape[:2]
-        weights = self.imnet(inp.view(bs * q, -1)).view(bs * q, feat.shape[1], 3)
-        pred = torch.bmm(q_feat.contiguous().view(bs * q, 1, -1), weights)
-        return pred.view(bs, q, 3)
+    def query_reference(self, feat: torch.Tensor, coord: torch.Tensor,
+                        cell: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """A (9C x 3) weight matrix per query from its offset and scale, applied to its unfolded code."""
+        codes = unfold3x3(feat)
+        n, c9, h, w = codes.shape
+        corner = coord - cell / 2  # the query pixel's top-left corner
+        chosen = (corner + BORDER_EPS).clamp(-1 + BORDER_EPS, 1 - BORDER_EPS)
+        # each code's own pixel corner: its centre less half a feature pixel
+        code_corners = make_coord((h, w), flatten=False, device=feat.device) - coord.new_tensor([1 / h, 1 / w])
+        code_corners = code_corners.permute(2, 0, 1).expand(n, 2, h, w)
+        rel = (corner - sample_nearest(code_corners, chosen)) * coord.new_tensor([h / 2, w / 2])
+        scale = cell[..., :1] * (h / 2)
+        weights = self.imnet(torch.cat([rel, scale], dim=-1)).view(-1, c9, 3)
+        # one (1 x 9C) @ (9C x 3) product per query with contiguous codes: the authors' summation order
+        # (a strided view or matmul's broadcasting take other kernels: 1.05e-5 from their vectors, not 7.2e-6)
+        code = sample_nearest(codes, chosen).contiguous().view(-1, 1, c9)
+        return torch.bmm(code, weights).view(*coord.shape[:-1], 3)

@@ -1,14 +1,23 @@
-"""Nearest latent-code lookup shared by LIIF and MetaSR."""
+"""Latent-code lookup and the local ensemble's corners, shared by LIIF and MetaSR and by both query paths."""
 from typing import Tuple
 
 import torch
 import torch.nn.functional as F
 
+# every chosen position is kept this far inside [-1, 1], so that the nearest code always exists
+BORDER_EPS = 1e-6
+
 
 def sample_nearest(feat: torch.Tensor, coord: torch.Tensor) -> torch.Tensor:
-    """Values (N, Q, C) of the feature pixels of feat (N, C, h, w) that contain coord (N, Q, 2)."""
-    return F.grid_sample(feat, coord.flip(-1).unsqueeze(1), mode='nearest',
-                         align_corners=False)[:, :, 0, :].permute(0, 2, 1)
+    """Values (N, ..., C) of the feature pixels of feat (N, C, h, w) that contain coord (N, ..., 2).
+
+    grid_sample's nearest mode decides (LIIF.md: the choice must round exactly as it does); a
+    coordinate outside the map reads zeros.
+    """
+    n, c = feat.shape[:2]
+    grid = coord.flip(-1).reshape(n, 1, -1, 2)
+    out = F.grid_sample(feat, grid, mode='nearest', align_corners=False)
+    return out[:, :, 0].permute(0, 2, 1).reshape(*coord.shape[:-1], c)
 
 
 def unfold3x3(feat: torch.Tensor) -> torch.Tensor:
@@ -34,3 +43,26 @@ def nearest_index(coord: torch.Tensor, h: int, w: int) -> Tuple[torch.Tensor, to
     row, col = r.view(shape).long() - 1, c.view(shape).long() - 1
     outside = (row < 0) | (col < 0)
     return row.masked_fill_(outside, -1), col.masked_fill_(outside, -1)
+
+
+def corner_shifts(h: int, w: int, local_ensemble: bool, like: torch.Tensor) -> torch.Tensor:
+    """(P, 2) offsets added to a query to choose its P codes on an h x w map (LIIF.md, step 3).
+
+    Local ensemble: half a feature pixel towards each of the four corners (-,-), (-,+), (+,-), (+,+)
+    plus 1e-6, so a query on a code border picks a side deterministically; else one unshifted pass.
+    Float32 like the coordinates, so that `coord + shift` rounds as the authors' in-place add does.
+    """
+    if not local_ensemble:
+        return like.new_zeros(1, 2)
+    return like.new_tensor([[dr / h + BORDER_EPS, dc / w + BORDER_EPS] for dr in (-1, 1) for dc in (-1, 1)])
+
+
+def corner_weights(rel: torch.Tensor, local_ensemble: bool) -> torch.Tensor:
+    """Blend weights (P, ...) of the P predictions whose offsets to their codes are rel (P, ..., 2) (LIIF.md, step 4).
+
+    Each prediction is weighted by the area of the rectangle between the query and the diagonally
+    opposite code (corner k and P - 1 - k), so the nearest code weighs most and the blend is continuous.
+    """
+    areas = (rel[..., 0] * rel[..., 1]).abs() + 1e-9
+    total = areas.sum(dim=0)
+    return (areas.flip(0) if local_ensemble else areas) / total

@@ -1,4 +1,7 @@
+import copy
 import itertools
+import pickle
+import threading
 
 import pytest
 import torch
@@ -6,7 +9,7 @@ import torch
 import models
 from models import fast_query
 from models.fast_query import query_mode
-from models.sampling import nearest_index, sample_nearest
+from models.sampling import corner_shifts, nearest_index, sample_nearest
 from tests.conftest import shared_path
 from utils.coord import make_cell, make_coord
 
@@ -40,22 +43,6 @@ def both_paths(model, *args):
         with query_mode(model, mode), torch.no_grad():
             outs.append(model(*args))
     return outs
-
-
-@pytest.mark.parametrize('name', ['edsr-baseline-liif', 'metasr-edsr-baseline', 'liif-plain'])
-def test_parity_vectors_both_paths(name):
-    ckpt = torch.load(shared_path(*PARITY, name + '.pth'), weights_only=True)
-    vectors = torch.load(shared_path(*PARITY, name + '.vectors.pt'), weights_only=True)
-    model = models.make(ckpt['model'], load_sd=True).eval()
-    # MetaSR: the authors' own float32 rounding is ~8e-6 at |output| ~ 8 (float64 gives 8.3e-6), either path
-    tol = 1e-5 if name.startswith('metasr') else 1e-6
-    with torch.no_grad():
-        model.gen_feat(vectors['input'])
-        for mode in ('reference', 'fast'):
-            with query_mode(model, mode):
-                for key, case in vectors['cases'].items():
-                    err = (model.query_rgb(case['coord'], case['cell']) - case['output']).abs().max().item()
-                    assert err <= tol, f"{name} {mode} {key}: {err}"
 
 
 def test_nearest_index_is_sample_nearests_choice():
@@ -128,22 +115,53 @@ def test_fast_gradients_equal_reference(name, flags, rows_per_pass, monkeypatch)
 
 
 @pytest.mark.parametrize('name', ['liif', 'metasr'])
-def test_row_windows_of_a_small_table_budget_give_the_same_result(name):
+def test_row_windows_of_a_small_table_budget_give_the_same_result(name, monkeypatch):
     model = tiny(name).eval()
     inp = torch.rand(2, 3, 16, 5) * 2 - 1
     coord = make_coord((50, 11)).expand(2, -1, -1)
     cell = make_cell(coord, (50, 11))
-    channels = 16 if name == 'liif' else 3 * 256 + 3
+    channels = 16 + 1 if name == 'liif' else 3 * 256 + 3  # LIIF: one more for the ones column
+    built = []
+    real_build = fast_query.build_table
+
+    def spy(feat, conv, r0, r1):
+        built.append((r0, r1))
+        return real_build(feat, conv, r0, r1)
+
+    monkeypatch.setattr(fast_query, 'build_table', spy)
+    monkeypatch.setattr(fast_query, 'ROWS_PER_PASS', 64)  # many chunks per call, each within 3 rows
     with torch.no_grad():
-        whole = model(inp, coord, cell)
-        model._codes.budget_mb = 3 * 2 * 5 * channels * 4 / 2 ** 20  # three feature rows of the table
-        model._codes.clear()
-        windows = set()
-        for i in range(0, coord.shape[1], 33):  # band by band, the window moves down the map
-            part = model.query_rgb(coord[:, i:i + 33], cell[:, i:i + 33])
-            assert (part - whole[:, i:i + 33]).abs().max() <= 1e-6, i
-            windows.add((model._codes.r0, model._codes.r1))
-    assert max(r1 - r0 for r0, r1 in windows) <= 3 and len(windows) >= 5
+        feat = model.encode(inp)
+        whole = model.query(feat, coord, cell)
+        assert built == [(0, 16)]  # one table per call, all rows reached
+        built.clear()
+        small = model.query(feat, coord, cell, table_mb=3 * 2 * 5 * channels * 4 / 2 ** 20)  # three rows
+    assert (small - whole).abs().max() <= 1e-6
+    assert max(r1 - r0 for r0, r1 in built) <= 3 and len(built) >= 5
+    assert built == sorted(built) and built[0][0] == 0 and built[-1][1] == 16  # moving down the map
+
+
+@pytest.mark.parametrize('name', ['liif', 'metasr'])
+def test_a_call_builds_the_table_of_exactly_the_rows_its_queries_reach(name, monkeypatch):
+    model = tiny(name).eval()
+    h, w = 12, 7
+    feat = model.encode(torch.rand(1, 3, h, w) * 2 - 1).detach()
+    coord, cell = queries(1, h, w, (40, 23))
+    spans = []
+    monkeypatch.setattr(fast_query, 'build_table', lambda f, conv, r0, r1: spans.append((r0, r1)) or
+                        fast_query.CodeTable(torch.zeros(f.shape[0] * (r1 - r0) * w, conv.channels), r0, r1, w))
+    for lo, hi in ((-1, -0.8), (-0.24, 0.3), (0.5, 1), (1 / 6, 1 / 6 + 1e-7)):  # (1 / 6: a code border)
+        band = (coord[..., 0] >= lo) & (coord[..., 0] <= hi)
+        crd, cll = coord[band].view(1, -1, 2), cell[band].view(1, -1, 2)
+        if name == 'liif':
+            chosen = (crd + corner_shifts(h, w, True, crd).view(-1, 1, 1, 2)).clamp(-1 + 1e-6, 1 - 1e-6)
+        else:
+            chosen = (crd - cll / 2 + 1e-6).clamp(-1 + 1e-6, 1 - 1e-6)
+        rows = nearest_index(chosen, h, w)[0]
+        spans.clear()
+        with torch.no_grad():
+            model.query(feat, crd, cll)
+        assert spans == [(rows.min().item(), rows.max().item() + 1)], (lo, hi)
 
 
 def test_training_only_a_later_layer_still_records_gradients():
@@ -201,3 +219,177 @@ def test_fast_equals_reference_on_device(device):
         grads.append([p.grad.clone() for p in model.parameters() if p.requires_grad])
     for g_ref, g_fast in zip(*grads):
         assert (g_ref - g_fast).abs().max() <= 1e-5 * max(1.0, g_ref.abs().max().item())
+
+
+# ---- every way PyTorch runs a model: a query keeps no state between calls -------------------------
+
+PARITY_MODELS = ['edsr-baseline-liif', 'liif-plain', 'metasr-edsr-baseline']
+
+
+def parity_model(name):
+    ckpt = torch.load(shared_path(*PARITY, name + '.pth'), weights_only=True)
+    vectors = torch.load(shared_path(*PARITY, name + '.vectors.pt'), weights_only=True)
+    return models.make(ckpt['model'], load_sd=True).eval(), vectors
+
+
+def parity_tol(name, out):
+    # MetaSR: the authors' own float32 rounding is ~8e-6 at |output| ~ 8
+    return (1e-5 if name.startswith('metasr') else 1e-6) * max(1.0, out.abs().max().item())
+
+
+@pytest.mark.parametrize('grad_mode', ['no_grad', 'inference_mode'])
+@pytest.mark.parametrize('name', PARITY_MODELS)
+def test_model_call_matches_the_authors_vectors_in_each_grad_mode(name, grad_mode):
+    model, vectors = parity_model(name)
+    context = torch.no_grad if grad_mode == 'no_grad' else torch.inference_mode
+    for key, case in vectors['cases'].items():
+        outs = []
+        for mode in ('reference', 'fast'):
+            with query_mode(model, mode), context():
+                outs.append(model(vectors['input'], case['coord'], case['cell']))
+                assert model.feat is None  # forward stores nothing
+            err = (outs[-1] - case['output']).abs().max().item()
+            assert err <= parity_tol(name, case['output']), f"{mode} {key}: {err}"
+        assert (outs[0] - outs[1]).abs().max() <= parity_tol(name, outs[0])
+    with context():  # the authors' stateful pair
+        model.gen_feat(vectors['input'])
+        case = next(iter(vectors['cases'].values()))
+        assert (model.query_rgb(case['coord'], case['cell']) - case['output']).abs().max() \
+            <= parity_tol(name, case['output'])
+
+
+@pytest.mark.parametrize('name', PARITY_MODELS)
+def test_gradients_of_both_paths_agree_on_the_parity_models(name):
+    model, vectors = parity_model(name)
+    case = {k: v[:, ::7] for k, v in next(iter(vectors['cases'].values())).items()}  # a spread-out subset
+    inp = vectors['input'].clone().requires_grad_()
+    target = torch.rand_like(case['output'])
+    grads = []
+    for mode in ('reference', 'fast'):
+        model.zero_grad()
+        inp.grad = None
+        with query_mode(model, mode):
+            out = model(inp, case['coord'], case['cell'])
+            assert (out - case['output']).abs().max() <= parity_tol(name, case['output'])
+            (out - target).abs().mean().backward()
+        grads.append([inp.grad.clone()] + [p.grad.clone() for p in model.imnet.parameters()])
+    for g_ref, g_fast in zip(*grads):
+        assert g_ref.abs().sum() > 0
+        assert (g_ref - g_fast).abs().max() <= 1e-5 * max(1.0, g_ref.abs().max().item())
+
+
+def _in_two_threads(jobs):
+    """Run two callables concurrently, each several times; their results (the last of each) or the first error."""
+    results, errors = [None, None], []
+    start = threading.Barrier(2)
+
+    def work(i):
+        try:
+            start.wait()
+            for _ in range(3):
+                results[i] = jobs[i]()
+        except Exception as e:  # noqa: BLE001  (re-raised in the test's thread)
+            errors.append(e)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
+    return results
+
+
+@pytest.mark.parametrize('replicas', [False, True], ids=['one-model', 'data-parallel-replicas'])
+@pytest.mark.parametrize('name', PARITY_MODELS)
+def test_concurrent_queries_from_two_threads_equal_serial_ones(name, replicas, monkeypatch):
+    monkeypatch.setattr(fast_query, 'ROWS_PER_PASS', 256)  # many chunks per call
+    model, vectors = parity_model(name)
+    # nn.DataParallel's replicate() builds its replicas with this: they share the original's __dict__ objects
+    runners = [model._replicate_for_data_parallel() for _ in range(2)] if replicas else [model, model]
+    inputs = [vectors['input'], vectors['input'].flip(-1)]
+    cases = [{k: v[:, :2000] for k, v in case.items()} for case in vectors['cases'].values()]
+    with torch.no_grad():
+        serial = [model(inputs[i], cases[i]['coord'], cases[i]['cell']) for i in range(2)]
+        together = _in_two_threads([
+            lambda i=i: runners[i](inputs[i], cases[i]['coord'], cases[i]['cell']) for i in range(2)])
+    for i in range(2):
+        assert (together[i] - serial[i]).abs().max() <= 1e-6 * max(1.0, serial[i].abs().max().item()), i
+    assert (together[0] - cases[0]['output']).abs().max() <= parity_tol(name, cases[0]['output'])
+
+
+def test_replicas_query_their_own_feature_maps_with_the_authors_api():
+    model = tiny().eval()
+    inputs = [torch.rand(2, 3, 9, 8) * 2 - 1 for _ in range(2)]
+    coord, cell = queries(2, 9, 8, (30, 27))
+    replicas = [model._replicate_for_data_parallel() for _ in range(2)]
+    with torch.no_grad():
+        serial = [model(x, coord, cell) for x in inputs]
+        for r, x in zip(replicas, inputs):
+            r.gen_feat(x)
+        together = _in_two_threads([lambda r=r: r.query_rgb(coord, cell) for r in replicas])
+    for got, want in zip(together, serial):
+        assert (got - want).abs().max() <= 1e-6 * max(1.0, want.abs().max().item())
+
+
+def _edit_by_data_mul(model):
+    for p in model.imnet.parameters():
+        p.data.mul_(1.5)
+
+
+def _edit_by_vector_to_parameters(model):
+    params = list(model.imnet.parameters())
+    vec = torch.nn.utils.parameters_to_vector(params)
+    torch.nn.utils.vector_to_parameters(vec * 0.5 + 0.01, params)
+
+
+@pytest.mark.parametrize('edit', [_edit_by_data_mul, _edit_by_vector_to_parameters], ids=['data-mul', 'vector'])
+@pytest.mark.parametrize('name', ['liif', 'metasr'])
+def test_queries_follow_weights_edited_outside_autograd(name, edit):
+    model = tiny(name).eval()
+    inp = torch.rand(1, 3, 6, 5) * 2 - 1
+    coord, cell = queries(1, 6, 5, (13, 11))
+    with torch.no_grad():
+        model.gen_feat(inp)
+        before = model.query_rgb(coord, cell)
+        edit(model)  # neither way bumps the parameters' version counters
+        after = model.query_rgb(coord, cell)
+        fresh = tiny(name).eval()
+        fresh.load_state_dict(model.state_dict())
+        expected = fresh(inp, coord, cell)
+    assert (after - expected).abs().max() <= 1e-6 * max(1.0, expected.abs().max().item())
+    assert (after - before).abs().max() > 1e-2
+
+
+@pytest.mark.parametrize('name', ['liif', 'metasr'])
+def test_copies_and_pickles_after_a_query_give_the_same_outputs(name, tmp_path):
+    model = tiny(name).eval()
+    inp = torch.rand(1, 3, 6, 5) * 2 - 1
+    coord, cell = queries(1, 6, 5, (13, 11))
+    with torch.no_grad():
+        model.gen_feat(inp)
+        want = model.query_rgb(coord, cell)
+        assert torch.equal(model(inp, coord, cell), want)
+    torch.save(model, tmp_path / 'model.pt')
+    copies = [copy.deepcopy(model), pickle.loads(pickle.dumps(model)),
+              torch.load(tmp_path / 'model.pt', weights_only=False)]
+    for other in copies:
+        with torch.no_grad():
+            assert torch.equal(other.query_rgb(coord, cell), want)
+            assert torch.equal(other(inp, coord, cell), want)
+
+
+def test_encode_and_query_are_the_pure_interface():
+    model = tiny().eval()
+    inp = torch.rand(2, 3, 6, 5) * 2 - 1
+    coord, cell = queries(2, 6, 5, (13, 11))
+    with torch.no_grad():
+        feat = model.encode(inp)
+        out = model.query(feat, coord, cell)
+        assert model.feat is None and torch.equal(model(inp, coord, cell), out)
+        assert torch.equal(model.gen_feat(inp), feat) and torch.equal(model.query_rgb(coord, cell), out)
+        other = model.query(model.encode(inp.flip(-1)), coord, cell)  # does not disturb the stored map
+        assert torch.equal(model.query_rgb(coord, cell), out) and not torch.allclose(other, out)
+    with pytest.raises(RuntimeError, match='gen_feat'):
+        tiny().query_rgb(coord, cell)

@@ -8,8 +8,9 @@ from models.fast_query import query_mode
 from models.tiling import encode_tiled, receptive_radius
 from utils.coord import make_cell, make_coord
 from utils.image import float_to_u8
-from inference.bounded import (batched_predict, encoder_tile, iter_upscale_bands, upscale,
-                             upscale_to_uint8)
+from inference.bounded import (batched_predict, encode_bounded, encoder_tile, iter_upscale_bands, upscale,
+                              upscale_to_uint8)
+from tests.conftest import shared_path
 
 TINY_EDSR = {'name': 'edsr-baseline', 'args': {'n_resblocks': 2, 'n_feats': 8, 'no_upsampling': True}}
 TINY_RDN = {'name': 'rdn', 'args': {'G0': 4, 'RDNconfig': 'tiny', 'no_upsampling': True}}
@@ -103,10 +104,10 @@ def test_inference_tiles_the_encoder_under_a_small_budget():
     size = (97, 130)
     with torch.no_grad():
         whole = upscale(model, inp, size)
-        feat = model.feat.clone()
         tiled = upscale(model, inp, size, max_mem_mb=budget)
-        assert (model.feat - feat).abs().max() <= 1e-5
+        assert (encode_bounded(model, inp, budget) - model.encode(inp)).abs().max() <= 1e-5
     assert (tiled - whole).abs().max() <= 1e-5
+    assert model.feat is None  # nothing is stored on the model
 
 
 def test_autocast_option_runs_and_stays_close():
@@ -130,3 +131,21 @@ def test_gen_feat_bounded_leaves_fast_and_reference_equal():
         with query_mode(model, mode):
             outs.append(batched_predict(model, inp, coord, cell, max_mem_mb=0.2))
     assert (outs[0] - outs[1]).abs().max() <= 1e-6
+
+
+@pytest.mark.parametrize('grad_mode', ['no_grad', 'inference_mode'])
+@pytest.mark.parametrize('name', ['edsr-baseline-liif', 'liif-plain', 'metasr-edsr-baseline'])
+def test_upscale_and_batched_predict_match_the_authors_vectors_in_each_grad_mode(name, grad_mode):
+    ckpt = torch.load(shared_path('reference', 'liif-parity', name + '.pth'), weights_only=True)
+    vectors = torch.load(shared_path('reference', 'liif-parity', name + '.vectors.pt'), weights_only=True)
+    model = models.make(ckpt['model'], load_sd=True).eval()
+    context = torch.no_grad if grad_mode == 'no_grad' else torch.inference_mode
+    key, case = next(iter(vectors['cases'].items()))  # 'HxW': the pixel grid of an H x W target
+    size = tuple(int(v) for v in key.split('x'))
+    want = case['output']
+    tol = (1e-5 if name.startswith('metasr') else 1e-6) * max(1.0, want.abs().max().item())
+    with context():
+        img = upscale(model, vectors['input'], size, bsize=size[1] * 5)  # bands of 5 rows
+        flat = batched_predict(model, vectors['input'], case['coord'], case['cell'], bsize=999)
+    assert (img.flatten(2).transpose(1, 2) - want).abs().max() <= tol
+    assert (flat - want).abs().max() <= tol

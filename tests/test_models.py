@@ -120,9 +120,11 @@ def test_chunked_query_equals_whole(name):
     with torch.no_grad():
         whole = model(inp, coord, cell)
     for bsize in (1, 37, 500, 10 ** 6):
-        part = batched_predict(model, inp, coord, cell, bsize=bsize)
+        # a call per query is slow (each builds its table): the first 30 queries suffice
+        q = 30 if bsize == 1 else coord.shape[1]
+        part = batched_predict(model, inp, coord[:, :q], cell[:, :q], bsize=bsize)
         # float rounding only: a chunk of one query takes other BLAS kernels
-        assert (part - whole).abs().max() <= 1e-6 * whole.abs().max(), bsize
+        assert (part - whole[:, :q]).abs().max() <= 1e-6 * whole.abs().max(), bsize
 
 
 @pytest.mark.parametrize('flags', [{}, {'local_ensemble': False, 'feat_unfold': False, 'cell_decode': False}])
