@@ -69,6 +69,7 @@ def test_run_folder_outputs(tmp_path, tiny):
     ckpt = load_checkpoint(run / 'epoch-last.pth')  # weights_only loading: plain data only
     assert ckpt['epoch'] == 2 and ckpt['model']['name'] == 'liif'
     assert set(ckpt['optimizer']) == {'name', 'args', 'sd'} and ckpt['optimizer']['name'] == 'adam'
+    assert ckpt['data_norm'] == cfg['data_norm']  # what inference must run the model with
     load_model(run / 'epoch-best.pth')
     events = os.listdir(run / 'tensorboard')
     assert events and os.path.getsize(run / 'tensorboard' / events[0]) > 0
