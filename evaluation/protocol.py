@@ -163,7 +163,8 @@ def grid_shape(coord: torch.Tensor) -> Tuple[int, int]:
     w = int((coord[:, 0] == coord[0, 0]).sum())
     h = coord.shape[0] // w
     if h * w != coord.shape[0] or not bool((coord[w - 1::w, 1] == coord[w - 1, 1]).all()):
-        raise UserError("the queries are not a whole H x W grid: the wrapper must return every HR pixel (no sample_q)")
+        raise UserError("the queries are not a whole H x W grid: the wrapper must return every HR pixel "
+                        "(no sample_q)")
     return h, w
 
 

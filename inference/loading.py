@@ -56,9 +56,11 @@ def stored_norm(ckpt: Dict[str, Any]) -> Optional[StoredNorm]:
     training config under train_state.config (training) or meta.train_config (export_model);
     the authors' released files hold none.
     """
+    train_config = (ckpt.get('train_state') or {}).get('config') or {}
+    released_config = (ckpt.get('meta') or {}).get('train_config') or {}
     candidates = (('data_norm', ckpt.get('data_norm')),
-                  ('train_state.config.data_norm', ((ckpt.get('train_state') or {}).get('config') or {}).get('data_norm')),
-                  ('meta.train_config.data_norm', ((ckpt.get('meta') or {}).get('train_config') or {}).get('data_norm')))
+                  ('train_state.config.data_norm', train_config.get('data_norm')),
+                  ('meta.train_config.data_norm', released_config.get('data_norm')))
     for where, value in candidates:
         if value is not None:
             return StoredNorm(DataNorm.from_mapping(value, where), where)
@@ -84,9 +86,11 @@ def _sr_model(ckpt: Dict[str, Any], path: str, device: torch.device) -> torch.nn
 
 
 def load_sr(path: str, device: torch.device, fallback: DataNorm, fallback_source: str) -> LoadedModel:
-    """Model of a checkpoint (gen_feat + query_rgb) with its normalisation: the one stored with it
-    (stored_norm), else `fallback` (e.g. the test config's); a stored one that differs from the
-    fallback wins, and the log says so."""
+    """Model of a checkpoint (gen_feat + query_rgb), in eval mode, with the normalisation to run it with.
+
+    That is the one stored with it (stored_norm), else `fallback` (e.g. the test config's); a stored
+    one wins over a fallback that differs, and the log says so.
+    """
     ckpt = load_checkpoint(path, map_location='cpu')
     model = _sr_model(ckpt, path, device)
     stored = stored_norm(ckpt)

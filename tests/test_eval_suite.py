@@ -78,7 +78,8 @@ def test_model_with_per_channel_data_norm(tmp_path):
     # the same numbers as the protocol with that norm (which test_evaluation_protocol checks by hand)
     cfg = paper_test_config('div2k', 3)
     protocol = parse_eval_type(cfg['eval_type'])
-    loader = make_test_loader(cfg['test_dataset'], protocol, str(tmp_path / 'cache'), [('./load', str(tmp_path / 'data'))])
+    loader = make_test_loader(cfg['test_dataset'], protocol, str(tmp_path / 'cache'),
+                              [('./load', str(tmp_path / 'data'))])
     model = load_sr_model(ckpt, torch.device('cpu'))
     ref = evaluate(liif_predictor(model, PER_CHANNEL_NORM, None), loader, protocol, torch.device('cpu'), with_ssim=True)
     cell = report['results']['DIV2K']['3']

@@ -13,7 +13,8 @@ import datasets
 import models
 from evaluation.protocol import evaluate, liif_predictor, parse_eval_type
 from tests.conftest import shared_path
-from tests.helpers import PER_CHANNEL_NORM, TINY_LIIF, manual_upscale, np_psnr, one_thread, write_small_pairs  # noqa: F401
+from tests.helpers import (PER_CHANNEL_NORM, TINY_LIIF, manual_upscale, np_psnr, one_thread,  # noqa: F401
+                           write_small_pairs)
 from training.data import Loaders
 from training.dist import DistInfo
 from training.loop import validate
@@ -30,7 +31,8 @@ def _single() -> DistInfo:
 
 
 def test_validation_psnr_is_evaluations_and_the_hand_computed_one(tmp_path):
-    lr_dir, hr_dir = write_small_pairs(shared_path('benchmark', 'Set5', 'HR'), tmp_path, names=('bird.png', 'head.png', 'baby.png'))
+    lr_dir, hr_dir = write_small_pairs(shared_path('benchmark', 'Set5', 'HR'), tmp_path,
+                                       names=('bird.png', 'head.png', 'baby.png'))
     ds = datasets.make({'name': 'sr-implicit-paired', 'args': {}},
                        args={'dataset': datasets.make({'name': 'paired-image-folders',
                                                        'args': {'root_path_1': lr_dir, 'root_path_2': hr_dir}})})
