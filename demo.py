@@ -23,7 +23,8 @@ from utils.image_io import (NO_ALPHA_FORMATS, SIXTEEN_BIT_FORMATS, InputImage, o
                             read_image, save_atomic)
 from utils.imresize import RowResizer
 from inference.bounded import iter_upscale_bands
-from inference.loading import load_sr_model, select_device
+from inference.loading import load_sr, select_device
+from utils.norm import DEMO, DataNorm
 
 log = logging.getLogger('demo')
 
@@ -90,8 +91,8 @@ def _quantise(x: torch.Tensor, peak: int, dtype) -> np.ndarray:
 
 @torch.no_grad()
 def upscale_image(model: torch.nn.Module, img: InputImage, size: Tuple[int, int], fmt: str,
-                  device: torch.device, bsize: int) -> np.ndarray:
-    """The upscaled image as (H, W, C) integers, filled one band of rows at a time."""
+                  device: torch.device, bsize: int, norm: DataNorm = DEMO) -> np.ndarray:
+    """The upscaled image as (H, W, C) integers, filled one band of rows at a time; norm: the model's."""
     h, w = size
     sixteen = img.bits == 16 and fmt in SIXTEEN_BIT_FORMATS
     dtype, peak = (np.uint16, 65535) if sixteen else (np.uint8, 255)
@@ -102,11 +103,11 @@ def upscale_image(model: torch.nn.Module, img: InputImage, size: Tuple[int, int]
     out = np.empty((h, w, colours + int(keep_alpha)), dtype)
     alpha_rows = RowResizer(img.alpha, size) if keep_alpha else None
     luma = torch.tensor(LUMA, device=device).view(3, 1, 1)
-    inp = ((img.rgb - 0.5) / 0.5).unsqueeze(0).to(device)
+    inp = norm.inp(img.rgb.unsqueeze(0).to(device))
     with tqdm(total=h, unit='row', leave=False, disable=None) as bar:
         for r0, band in iter_upscale_bands(model, inp, size, bsize):
             rows = band.shape[-2]
-            rgb = band[0] * 0.5 + 0.5
+            rgb = norm.output(band[0], channel_dim=0)
             colour = (rgb.clamp(0, 1) * luma).sum(dim=0, keepdim=True) if img.gray else rgb
             out[r0:r0 + rows, :, :colours] = _quantise(colour, peak, dtype)
             if alpha_rows is not None:
@@ -125,10 +126,10 @@ def main(argv: Optional[List[str]] = None) -> None:
     img = read_image(args.input)
     size = target_size(img.size, args.resolution, args.scale)
     device = select_device(args.gpu)
-    model = load_sr_model(resolve_model(args.model), device)
+    loaded = load_sr(resolve_model(args.model), device, DEMO, "the authors' demo convention")
     log.info("%s: %dx%d%s%s -> %dx%d on %s", args.input, img.size[0], img.size[1],
              ' gray' if img.gray else '', ' +alpha' if img.alpha is not None else '', size[0], size[1], device)
-    out = upscale_image(model, img, size, fmt, device, args.bsize)
+    out = upscale_image(loaded.model, img, size, fmt, device, args.bsize, loaded.norm)
     save_atomic(out[:, :, 0] if out.shape[2] == 1 else out, args.output, fmt)
     print(f"wrote {args.output} ({size[0]}x{size[1]})")
 

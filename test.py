@@ -9,7 +9,8 @@ from utils.config import load_config
 from utils.errors import UserError
 from evaluation.protocol import (evaluate, liif_predictor, make_test_loader, parse_eval_type,
                               parse_root_override)
-from inference.loading import load_sr_model, select_device
+from inference.loading import load_sr, select_device
+from utils.norm import IDENTITY, DataNorm
 
 log = logging.getLogger('test')
 
@@ -41,10 +42,14 @@ def main(argv: Optional[List[str]] = None) -> None:
         raise UserError(f"--eval-bsize must be positive, not {bsize}")
     overrides = [parse_root_override(t) for t in args.data_root]
     device = select_device(args.gpu)
-    model = load_sr_model(args.model, device)
+    if cfg.get('data_norm') is None:
+        fallback, source = IDENTITY, "no normalisation (the authors' default for a config without data_norm)"
+    else:
+        fallback, source = DataNorm.from_mapping(cfg['data_norm']), f"the data_norm of {args.config}"
+    loaded = load_sr(args.model, device, fallback, source)
     loader = make_test_loader(cfg.get('test_dataset'), protocol, args.lr_cache, overrides)
     log.info("%d images, %s, %s", len(loader.dataset), cfg.get('eval_type'), protocol.describe())
-    res = evaluate(liif_predictor(model, cfg.get('data_norm'), bsize), loader, protocol, device, args.ssim)
+    res = evaluate(liif_predictor(loaded.model, loaded.norm, bsize), loader, protocol, device, args.ssim)
     print(f"psnr: {res['psnr']:.4f}")
     if args.ssim:
         print(f"ssim: {res['ssim']:.4f}")

@@ -2,14 +2,15 @@
 
 eval_type 'div2k-S': PSNR on RGB, shave S + 6; 'benchmark-S': PSNR on Y, shave S; none: RGB, no
 shave. SSIM (optional) is always on Y with the same shave. The output is clamped to [0, 1] and not
-rounded to 8 bits. Scores are averaged over images.
+rounded to 8 bits. Scores are averaged over images. Training's validation scores its samples with
+the same Protocol (query_psnr), so its PSNR is this one.
 """
 import copy
 import logging
 import os
 import re
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 from torch.utils.data import DataLoader
@@ -22,6 +23,7 @@ from utils.errors import UserError
 from utils.imresize import imresize
 from inference.bounded import upscale
 from utils.metrics import psnr, ssim
+from utils.norm import IDENTITY, DataNorm
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +50,10 @@ class Protocol:
     def describe(self) -> str:
         """One line for the log and the tables."""
         return f"PSNR on {'Y' if self.y_channel else 'RGB'}, shave {self.shave} px"
+
+    def psnr(self, pred: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
+        """PSNR (N,) of [0, 1] images (N, 3, H, W) under this protocol: Y or RGB, shaved."""
+        return psnr(pred, gt, self.shave, self.y_channel)
 
 
 def parse_eval_type(eval_type: Optional[str]) -> Protocol:
@@ -126,22 +132,22 @@ def make_test_loader(test_spec: Dict[str, Any], protocol: Protocol, lr_cache: st
     return DataLoader(dataset, batch_size=int(spec.get('batch_size', 1)), shuffle=False, num_workers=0)
 
 
-def _norm(data_norm: Optional[Dict[str, Any]], part: str) -> Tuple[float, float]:
-    """(sub, div) of data_norm[part]; the authors' default is no normalisation."""
-    entry = (data_norm or {}).get(part) or {}
-    sub, div = entry.get('sub', [0]), entry.get('div', [1])
-    return float(sub[0]), float(div[0])
+def liif_predictor(model: torch.nn.Module, norm: Union[DataNorm, Mapping[str, Any], None],
+                   bsize: Optional[int]) -> Predictor:
+    """Query a model on the whole target grid: [0, 1] LR in, clamped [0, 1] output.
 
-
-def liif_predictor(model: torch.nn.Module, data_norm: Optional[Dict[str, Any]], bsize: Optional[int]) -> Predictor:
-    """Query a model on the whole target grid: [0, 1] LR in, clamped [0, 1] output."""
-    inp_sub, inp_div = _norm(data_norm, 'inp')
-    gt_sub, gt_div = _norm(data_norm, 'gt')
+    norm: the model's DataNorm (a data_norm mapping is read as one; None is the authors' test
+    default, no normalisation).
+    """
+    if norm is None:
+        norm = IDENTITY
+    elif not isinstance(norm, DataNorm):
+        norm = DataNorm.from_mapping(norm)
 
     def predict(inp: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
         # bsize None: query chunks sized from inference.bounded's memory budget
-        pred = upscale(model, (inp - inp_sub) / inp_div, size, bsize or None)
-        return (pred * gt_div + gt_sub).clamp_(0, 1)
+        pred = upscale(model, norm.inp(inp), size, bsize or None)
+        return norm.output(pred, channel_dim=-3).clamp_(0, 1)
     return predict
 
 
@@ -152,13 +158,32 @@ def bicubic_predictor() -> Predictor:
     return predict
 
 
-def _grid_size(coord: torch.Tensor) -> Tuple[int, int]:
-    """(H, W) of a full row-major grid of pixel centres (Q, 2); the wrapper must not subsample."""
+def grid_shape(coord: torch.Tensor) -> Tuple[int, int]:
+    """(H, W) of a full row-major grid of pixel centres (Q, 2); a subsampled grid is a UserError."""
     w = int((coord[:, 0] == coord[0, 0]).sum())
     h = coord.shape[0] // w
     if h * w != coord.shape[0] or not bool((coord[w - 1::w, 1] == coord[w - 1, 1]).all()):
-        raise UserError("the test wrapper must return every HR pixel (no sample_q, no inp_size)")
+        raise UserError("the queries are not a whole H x W grid: the wrapper must return every HR pixel "
+                        "(no sample_q)")
     return h, w
+
+
+def query_image(values: torch.Tensor, coord: torch.Tensor) -> torch.Tensor:
+    """Per-query colours (N, Q, C) of a full grid `coord` (N, Q, 2) as images (N, C, H, W)."""
+    h, w = grid_shape(coord[0])
+    return values.reshape(values.shape[0], h, w, -1).permute(0, 3, 1, 2)
+
+
+def query_psnr(pred: torch.Tensor, gt: torch.Tensor, coord: torch.Tensor, protocol: Protocol) -> torch.Tensor:
+    """PSNR (N,) of per-query [0, 1] colours pred / gt (N, Q, 3) at coord (N, Q, 2) under `protocol`.
+
+    'plain' scores the queries as they are (any subset of pixels); div2k / benchmark need the whole
+    grid, to shave the border.
+    """
+    if protocol.kind == 'plain':
+        # one column of Q pixels: RGB and no shave need no image layout
+        return protocol.psnr(pred.transpose(1, 2).unsqueeze(-1), gt.transpose(1, 2).unsqueeze(-1))
+    return protocol.psnr(query_image(pred, coord), query_image(gt, coord))
 
 
 @torch.no_grad()
@@ -169,10 +194,9 @@ def evaluate(predict: Predictor, loader: DataLoader, protocol: Protocol, device:
     ssims: List[float] = []
     for batch in tqdm(loader, desc=desc, leave=False, disable=None):
         inp = batch['inp'].to(device)
-        h, w = _grid_size(batch['coord'][0])
-        gt = batch['gt'].to(device).view(inp.shape[0], h, w, -1).permute(0, 3, 1, 2)
-        pred = predict(inp, (h, w))
-        psnrs += psnr(pred, gt, protocol.shave, protocol.y_channel).tolist()
+        gt = query_image(batch['gt'].to(device), batch['coord'])
+        pred = predict(inp, tuple(gt.shape[-2:]))
+        psnrs += protocol.psnr(pred, gt).tolist()
         if with_ssim:
             ssims += ssim(pred, gt, protocol.shave).tolist()
     if not psnrs:

@@ -15,6 +15,7 @@ from models.tiling import activation_channels, encode_tiled, receptive_radius
 from utils.amp import autocast
 from utils.coord import coord_seq, make_cell
 from utils.image import float_to_u8
+from utils.norm import DEMO, DataNorm
 
 # working memory by default: RDN's encoder (131 px receptive radius, ~9 KB of activations per
 # pixel) then runs untiled up to ~480 x 480 px inputs; tiles below that size get expensive
@@ -129,11 +130,13 @@ def upscale(model: torch.nn.Module, inp: torch.Tensor, size: Sequence[int], bsiz
 @torch.no_grad()
 def upscale_to_uint8(model: torch.nn.Module, inp: torch.Tensor, size: Sequence[int],
                      out: Optional[np.ndarray] = None, bsize: Optional[int] = None,
-                     max_mem_mb: float = DEFAULT_MAX_MEM_MB, amp: Optional[str] = None) -> np.ndarray:
+                     max_mem_mb: float = DEFAULT_MAX_MEM_MB, amp: Optional[str] = None,
+                     norm: DataNorm = DEMO) -> np.ndarray:
     """The H x W upscale of one image inp ((1, 3, h, w) or (3, h, w), normalised) as uint8 RGB (H, W, 3).
 
     Written band by band into `out` (allocated if None): no float copy of the whole output exists.
-    Values are de-normalised (p * 0.5 + 0.5), clamped to [0, 1] and rounded to 8 bits.
+    Values are de-normalised with `norm` (the model's; default the authors' demo 0.5 / 0.5),
+    clamped to [0, 1] and rounded to 8 bits.
     """
     if inp.dim() == 3:
         inp = inp.unsqueeze(0)
@@ -145,7 +148,7 @@ def upscale_to_uint8(model: torch.nn.Module, inp: torch.Tensor, size: Sequence[i
     elif out.shape != (h, w, 3) or out.dtype != np.uint8:
         raise ValueError(f"out must be a uint8 array of shape {(h, w, 3)}, not {out.dtype} {out.shape}")
     for r0, band in iter_upscale_bands(model, inp, size, bsize, max_mem_mb, amp):
-        rgb = float_to_u8(band[0].permute(1, 2, 0).mul(0.5).add_(0.5))
+        rgb = float_to_u8(norm.output(band[0].permute(1, 2, 0)))
         out[r0:r0 + rgb.shape[0]] = rgb.cpu().numpy()
     return out
 

@@ -1,13 +1,15 @@
 """The device and the arbitrary-scale SR model (LIIF, MetaSR) that test.py and demo.py run."""
 import logging
 import os
-from typing import Optional, Union
+from dataclasses import dataclass
+from typing import Any, Dict, Optional, Union
 
 import torch
 
 import models
 from utils.checkpoint import PathLike, load_checkpoint
 from utils.errors import UserError
+from utils.norm import DataNorm
 
 log = logging.getLogger(__name__)
 
@@ -40,9 +42,40 @@ def _exact_fp32(device: torch.device) -> torch.device:
     return device
 
 
-def load_sr_model(path: str, device: torch.device) -> torch.nn.Module:
-    """Model of a checkpoint that can be queried at any coordinate (gen_feat + query_rgb), in eval mode."""
-    ckpt = load_checkpoint(path, map_location='cpu')
+@dataclass(frozen=True)
+class StoredNorm:
+    """The normalisation a checkpoint carries, and where in it it was found."""
+    norm: DataNorm
+    where: str
+
+
+def stored_norm(ckpt: Dict[str, Any]) -> Optional[StoredNorm]:
+    """The checkpoint's own data_norm, else that of the training config stored in it; None if neither.
+
+    Training and export_model write a top-level 'data_norm'; older files of this project keep the
+    training config under train_state.config (training) or meta.train_config (export_model);
+    the authors' released files hold none.
+    """
+    train_config = (ckpt.get('train_state') or {}).get('config') or {}
+    released_config = (ckpt.get('meta') or {}).get('train_config') or {}
+    candidates = (('data_norm', ckpt.get('data_norm')),
+                  ('train_state.config.data_norm', train_config.get('data_norm')),
+                  ('meta.train_config.data_norm', released_config.get('data_norm')))
+    for where, value in candidates:
+        if value is not None:
+            return StoredNorm(DataNorm.from_mapping(value, where), where)
+    return None
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """An arbitrary-scale SR model in eval mode and the normalisation to run it with."""
+    model: torch.nn.Module
+    norm: DataNorm
+    norm_source: str  # where norm came from, for the log
+
+
+def _sr_model(ckpt: Dict[str, Any], path: str, device: torch.device) -> torch.nn.Module:
     spec = ckpt['model']
     model = models.make(spec, load_sd=True)
     if not (callable(getattr(model, 'gen_feat', None)) and callable(getattr(model, 'query_rgb', None))):
@@ -50,6 +83,33 @@ def load_sr_model(path: str, device: torch.device) -> torch.nn.Module:
                         f"SR model (LIIF or MetaSR)")
     log.info("loaded %s model from %s", spec['name'], path)
     return model.to(device).eval()
+
+
+def load_sr(path: str, device: torch.device, fallback: DataNorm, fallback_source: str) -> LoadedModel:
+    """Model of a checkpoint (gen_feat + query_rgb), in eval mode, with the normalisation to run it with.
+
+    That is the one stored with it (stored_norm), else `fallback` (e.g. the test config's); a stored
+    one wins over a fallback that differs, and the log says so.
+    """
+    ckpt = load_checkpoint(path, map_location='cpu')
+    model = _sr_model(ckpt, path, device)
+    stored = stored_norm(ckpt)
+    if stored is None:
+        log.info("data_norm: %s stores none, using %s (%s)", os.path.basename(path), fallback_source,
+                 fallback.describe())
+        return LoadedModel(model, fallback, fallback_source)
+    source = f"{stored.where} of {os.path.basename(path)}"
+    if stored.norm != fallback:
+        log.info("data_norm: using the checkpoint's (%s: %s), not %s (%s)", stored.where, stored.norm.describe(),
+                 fallback_source, fallback.describe())
+    else:
+        log.info("data_norm: %s (%s)", stored.norm.describe(), source)
+    return LoadedModel(model, stored.norm, source)
+
+
+def load_sr_model(path: str, device: torch.device) -> torch.nn.Module:
+    """The model alone of load_sr (gen_feat + query_rgb), in eval mode: its normalisation is the caller's."""
+    return _sr_model(load_checkpoint(path, map_location='cpu'), path, device)
 
 
 def load_model(path: PathLike, device: Union[str, torch.device] = 'cpu', trusted: bool = False):

@@ -19,9 +19,10 @@ from utils.cli import run_cli  # noqa: E402
 from utils.errors import UserError  # noqa: E402
 from evaluation.protocol import (bicubic_predictor, evaluate, liif_predictor, make_test_loader,  # noqa: E402
                               parse_eval_type, parse_root_override)
-from inference.loading import load_sr_model, select_device  # noqa: E402
-from utils.test_configs import (BENCHMARK_SCALES, BENCHMARK_SETS, DIV2K_SCALES, PAIRED_SCALES,  # noqa: E402
-                                RESIZE_METHODS, paper_test_config)
+from inference.loading import load_sr, select_device  # noqa: E402
+from utils.norm import DataNorm  # noqa: E402
+from utils.test_configs import (BENCHMARK_SCALES, BENCHMARK_SETS, DATA_NORM, DIV2K_SCALES,  # noqa: E402
+                                PAIRED_SCALES, RESIZE_METHODS, paper_test_config)
 
 log = logging.getLogger('eval_suite')
 
@@ -119,20 +120,22 @@ def main(argv: Optional[List[str]] = None) -> None:
     if args.bicubic:
         predict, method = bicubic_predictor(), 'Bicubic (MATLAB imresize of the LR)'
     else:
-        model = load_sr_model(args.model, device)
+        # the paper's test configs all carry DATA_NORM: the fallback for checkpoints that store none
+        loaded = load_sr(args.model, device, DataNorm.from_mapping(DATA_NORM), "the test configs' data_norm")
         predict = None
         method = f"`{os.path.basename(args.model)}`"
 
     results: Dict[str, Dict[str, Any]] = {}
     for name, s, cfg, protocol, loader in jobs:
         if not args.bicubic:
-            predict = liif_predictor(model, cfg['data_norm'], args.eval_bsize or cfg['eval_bsize'])
+            predict = liif_predictor(loaded.model, loaded.norm, args.eval_bsize or cfg['eval_bsize'])
         res = evaluate(predict, loader, protocol, device, with_ssim=True, desc=f"{name} x{s}")
         res['lr'] = 'matlab' if s in PAIRED_SCALES else args.resize
         log.info("%s x%d: PSNR %.4f, SSIM %.4f (%d images)", name, s, res['psnr'], res['ssim'], res['images'])
         results.setdefault(name, {})[str(s)] = res
 
     report = {'method': method, 'model': None if args.bicubic else os.path.abspath(args.model),
+              'data_norm': None if args.bicubic else loaded.norm.to_mapping(),
               'suite': args.suite, 'scales': scales, 'resize': args.resize, 'results': results}
     table = render_markdown(report)
     _write_atomic(os.path.join(args.out, f"{args.suite}.json"), json.dumps(report, indent=2) + '\n')

@@ -1,9 +1,10 @@
-"""Strip a training checkpoint down to a release checkpoint: {'model': {'name', 'args', 'sd'}, 'meta': ...}.
+"""Strip a training checkpoint down to a release checkpoint: {'model': {'name', 'args', 'sd'}, 'data_norm', 'meta'}.
 
     python scripts/export_model.py save/RUN/epoch-last.pth weights/liif-edsr-baseline.pth
 
 The optimizer, scheduler, RNG and resume state are dropped; what the model was trained with
-(steps, epoch, the training config) is kept under 'meta' as plain data.
+(steps, epoch, the training config) is kept under 'meta' as plain data, and its normalisation
+as 'data_norm' (which inference uses; the authors' loader ignores the extra keys).
 """
 import argparse
 import os
@@ -14,10 +15,12 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from utils.checkpoint import atomic_save, load_checkpoint  # noqa: E402
 from utils.cli import run_cli  # noqa: E402
+from inference.loading import stored_norm  # noqa: E402
 
 
 def release_checkpoint(ckpt: Dict[str, Any], fp16: bool = False) -> Dict[str, Any]:
-    """The model entry of a training checkpoint (float tensors in fp16 if asked) plus training metadata."""
+    """The model entry of a training checkpoint (float tensors in fp16 if asked), its data_norm (when it
+    stores one) and training metadata."""
     entry = dict(ckpt['model'])
     sd = entry['sd']
     if fp16:
@@ -28,7 +31,11 @@ def release_checkpoint(ckpt: Dict[str, Any], fp16: bool = False) -> Dict[str, An
     config.pop('resume', None)  # a path on the training machine, meaningless elsewhere
     meta = {'epoch': ckpt.get('epoch'), 'global_step': state.get('global_step'),
             'best_val_psnr': state.get('best_val_psnr'), 'train_config': config or None}
-    return {'model': entry, 'meta': meta}
+    out = {'model': entry, 'meta': meta}
+    norm = stored_norm(ckpt)
+    if norm is not None:
+        out['data_norm'] = norm.norm.to_mapping()
+    return out
 
 
 def main(argv: Optional[List[str]] = None) -> None:

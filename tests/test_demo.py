@@ -10,8 +10,8 @@ from PIL import Image
 
 import demo
 from tests.conftest import shared_path
-from tests.helpers import (ENCODER_ONLY, NEAREST_LIIF, ROOT, TINY_LIIF, error_lines, one_thread,  # noqa: F401
-                           run_script, save_model)
+from tests.helpers import (ENCODER_ONLY, NEAREST_LIIF, PER_CHANNEL_NORM, ROOT, TINY_LIIF, error_lines,  # noqa: F401
+                           manual_upscale, one_thread, run_script, save_model)
 from utils.coord import make_cell, make_coord
 from utils.errors import UserError
 from utils.imresize import imresize
@@ -54,6 +54,27 @@ def test_rgb_non_integer_scale_matches_whole_grid_query(files):
     diff = np.abs(got.astype(int) - ref)
     assert diff.max() <= 1 and diff.mean() < 0.01  # banding changes float rounding at most
     assert [p.name for p in files['dir'].iterdir() if p.name.startswith('.')] == []
+
+
+def test_per_channel_data_norm_of_the_checkpoint(files, caplog):
+    """A model trained with a 3-value data_norm runs on its own normalisation, not the demo's 0.5 / 0.5."""
+    ckpt = save_model(files['dir'] / 'norm.pth', TINY_LIIF, data_norm=PER_CHANNEL_NORM)
+    out = files['dir'] / 'out.png'
+    demo.main(['--input', str(files['dir'] / 'rgb.png'), '--model', ckpt, '--scale', '2', '--output', str(out)])
+    got = np.asarray(Image.open(out)).astype(int)
+    rgb = np.asarray(Image.open(files['dir'] / 'rgb.png'))
+    model = load_sr_model(ckpt, torch.device('cpu'))
+    ref = np.round(manual_upscale(model, rgb, (60, 80), PER_CHANNEL_NORM) * 255).transpose(1, 2, 0)
+    assert np.abs(got - ref).max() <= 1
+    demo_norm = {'inp': {'sub': [0.5], 'div': [0.5]}, 'gt': {'sub': [0.5], 'div': [0.5]}}
+    wrong = np.round(manual_upscale(model, rgb, (60, 80), demo_norm) * 255).transpose(1, 2, 0)
+    assert np.abs(got - wrong).mean() > 10  # the 0.5 / 0.5 convention gives another picture
+    # a released file stores no norm: the demo convention, and the log says so
+    caplog.clear()
+    with caplog.at_level('INFO', logger='inference.loading'):
+        demo.main(['--input', str(files['dir'] / 'rgb.png'), '--model', files['model'], '--scale', '1',
+                   '--output', str(out)])
+    assert "tiny.pth stores none, using the authors' demo convention (inp sub 0.5 div 0.5" in caplog.text
 
 
 def test_resolution_and_alpha(files):

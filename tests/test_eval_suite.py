@@ -7,9 +7,12 @@ import torch
 from PIL import Image
 
 from tests.conftest import shared_path
-from tests.helpers import TINY_LIIF, error_lines, one_thread, run_script, save_model  # noqa: F401
-from evaluation.protocol import bicubic_predictor, evaluate, make_test_loader, parse_eval_type
-from utils.test_configs import paper_test_config
+from tests.helpers import (PER_CHANNEL_NORM, TINY_LIIF, error_lines, one_thread, run_script,  # noqa: F401
+                           save_model)
+from evaluation.protocol import bicubic_predictor, evaluate, liif_predictor, make_test_loader, parse_eval_type
+from inference.loading import load_sr_model
+from utils.norm import DEMO
+from utils.test_configs import DATA_NORM, paper_test_config
 
 pytestmark = pytest.mark.usefixtures('one_thread')  # in-process parts: see tests/helpers.py
 
@@ -55,7 +58,34 @@ def test_model_on_div2k_layout(tmp_path):
     report = json.loads((tmp_path / 'out' / 'div2k.json').read_text())
     assert set(report['results']) == {'DIV2K'} and report['model'] == ckpt
     assert report['results']['DIV2K']['3']['images'] == 2
+    assert report['data_norm'] == DATA_NORM  # a released-format file: the test configs' norm
     assert 'PSNR on RGB, shave s + 6 px' in (tmp_path / 'out' / 'div2k.md').read_text()
+
+
+def test_model_with_per_channel_data_norm(tmp_path):
+    """The checkpoint's 3-value data_norm is used, not the suite's 0.5 / 0.5."""
+    hr = tmp_path / 'data' / 'div2k' / 'DIV2K_valid_HR'
+    hr.mkdir(parents=True)
+    src = shared_path('benchmark', 'Set5', 'HR')
+    for name in ('bird.png', 'head.png'):
+        Image.open(os.path.join(src, name)).crop((10, 20, 58, 68)).save(hr / name)
+    ckpt = save_model(tmp_path / 'tiny.pth', TINY_LIIF, data_norm=PER_CHANNEL_NORM)
+    proc = run_script('scripts/eval_suite.py', '--model', ckpt, '--suite', 'div2k', '--scales', '3',
+                      '--data-root', tmp_path / 'data', '--lr-cache', tmp_path / 'cache', '--out', tmp_path / 'out')
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads((tmp_path / 'out' / 'div2k.json').read_text())
+    assert report['data_norm'] == PER_CHANNEL_NORM
+    # the same numbers as the protocol with that norm (which test_evaluation_protocol checks by hand)
+    cfg = paper_test_config('div2k', 3)
+    protocol = parse_eval_type(cfg['eval_type'])
+    loader = make_test_loader(cfg['test_dataset'], protocol, str(tmp_path / 'cache'),
+                              [('./load', str(tmp_path / 'data'))])
+    model = load_sr_model(ckpt, torch.device('cpu'))
+    ref = evaluate(liif_predictor(model, PER_CHANNEL_NORM, None), loader, protocol, torch.device('cpu'), with_ssim=True)
+    cell = report['results']['DIV2K']['3']
+    assert cell['psnr'] == pytest.approx(ref['psnr'], abs=1e-6) and cell['ssim'] == pytest.approx(ref['ssim'], abs=1e-6)
+    demo = evaluate(liif_predictor(model, DEMO, None), loader, protocol, torch.device('cpu'))
+    assert abs(demo['psnr'] - cell['psnr']) > 0.5
 
 
 def test_missing_set_fails_before_evaluating(tmp_path):

@@ -1,7 +1,6 @@
 import glob
 import json
 import logging
-import math
 import os
 
 import numpy as np
@@ -10,13 +9,15 @@ import torch
 
 import models
 from tests.conftest import shared_path
-from tests.helpers import TINY_LIIF, one_thread  # noqa: F401  (fixture)
+from tests.helpers import (FIRST_VALUE_NORM, PER_CHANNEL_NORM, TINY_LIIF, manual_upscale, np_psnr,  # noqa: F401
+                           one_thread, write_small_pairs)
 from utils.coord import make_cell, make_coord
 from utils.errors import UserError
-from evaluation.protocol import (apply_root_overrides, bicubic_predictor, evaluate, liif_predictor, make_test_loader,
-                              parse_eval_type, parse_root_override)
+from evaluation.protocol import (apply_root_overrides, bicubic_predictor, evaluate, grid_shape, liif_predictor,
+                                 make_test_loader, parse_eval_type, parse_root_override, query_psnr)
 from utils.image import read_rgb_u8, u8_to_float
 from utils.imresize import imresize
+from utils.norm import DataNorm
 
 CPU = torch.device('cpu')
 NORM = {'inp': {'sub': [0.5], 'div': [0.5]}, 'gt': {'sub': [0.5], 'div': [0.5]}}
@@ -27,13 +28,6 @@ def _paired(lr_root, hr_root, **wrapper_args):
             'wrapper': {'name': 'sr-implicit-paired', 'args': wrapper_args}, 'batch_size': 1}
 
 
-def _np_psnr(pred: np.ndarray, hr: np.ndarray, shave: int, y: bool) -> float:
-    """Textbook PSNR, written independently of utils.metrics."""
-    if y:
-        w = np.array([65.481, 128.553, 24.966]).reshape(3, 1, 1) / 255
-        pred, hr = (pred * w).sum(0), (hr * w).sum(0)
-    d = (pred - hr)[..., shave:-shave, shave:-shave]
-    return 10 * math.log10(1 / np.mean(d ** 2))
 
 
 @pytest.mark.parametrize('eval_type,shave,y', [('div2k-4', 10, False), ('benchmark-3', 3, True), (None, 0, False)])
@@ -72,7 +66,7 @@ def test_div2k_protocol_with_bicubic_on_published_lr():
     for lr_path, hr_path in zip(sorted(glob.glob(lr_root + '/*.png')), sorted(glob.glob(hr_root + '/*.png'))):
         lr, hr = u8_to_float(read_rgb_u8(lr_path)).double(), u8_to_float(read_rgb_u8(hr_path)).double()
         up = imresize(lr, size=hr.shape[-2:]).clamp(0, 1)
-        expected.append(_np_psnr(up.numpy(), hr.numpy(), shave=9, y=False))
+        expected.append(np_psnr(up.numpy(), hr.numpy(), shave=9, y=False))
     assert res['images'] == 5
     assert res['psnr'] == pytest.approx(np.mean(expected), abs=1e-4)
     assert 0.5 < res['ssim'] < 1
@@ -97,7 +91,7 @@ def test_liif_protocol_and_generated_lr(tmp_path, caplog):
     with torch.no_grad():
         pred = model((u8_to_float(lr).unsqueeze(0) - 0.5) / 0.5, coord, make_cell(coord, (256, 256)))
     pred = (pred * 0.5 + 0.5).clamp(0, 1).view(256, 256, 3).permute(2, 0, 1)
-    expected = _np_psnr(pred.double().numpy(), u8_to_float(hr).double().numpy(), shave=2, y=True)
+    expected = np_psnr(pred.double().numpy(), u8_to_float(hr).double().numpy(), shave=2, y=True)
     assert res['images'] == 1
     assert res['psnr'] == pytest.approx(expected, abs=1e-4)
 
@@ -115,3 +109,49 @@ def test_missing_folders_are_user_errors(tmp_path):
         make_test_loader(_paired(str(tmp_path / 'LR' / 'X2'), str(tmp_path / 'HR')), parse_eval_type(None), 'x')
     with pytest.raises(UserError, match='test_dataset'):
         make_test_loader(None, parse_eval_type(None), 'x')
+
+
+@pytest.mark.usefixtures('one_thread')
+def test_per_channel_data_norm_is_applied_per_channel(tmp_path):
+    """A model of a 3-value data_norm is scored on its own inputs: not on the first value's (the old reading)."""
+    lr_dir, hr_dir = write_small_pairs(shared_path('benchmark', 'Set5', 'HR'), tmp_path)
+    model = models.make(TINY_LIIF).eval()
+    protocol = parse_eval_type('benchmark-2')
+    loader = make_test_loader(_paired(lr_dir, hr_dir), protocol, 'unused')
+    res = evaluate(liif_predictor(model, DataNorm.from_mapping(PER_CHANNEL_NORM), 500), loader, protocol, CPU)
+    expected, first_value = [], []
+    for name in ('bird.png', 'head.png'):
+        lr, hr = read_rgb_u8(os.path.join(lr_dir, name)), u8_to_float(read_rgb_u8(os.path.join(hr_dir, name)))
+        expected.append(np_psnr(manual_upscale(model, lr.permute(1, 2, 0).numpy(), (48, 48), PER_CHANNEL_NORM),
+                                hr.numpy(), shave=2, y=True))
+        first_value.append(np_psnr(manual_upscale(model, lr.permute(1, 2, 0).numpy(), (48, 48), FIRST_VALUE_NORM),
+                                   hr.numpy(), shave=2, y=True))
+    assert res['images'] == 2
+    assert res['psnr'] == pytest.approx(np.mean(expected), abs=1e-4)
+    assert abs(np.mean(expected) - np.mean(first_value)) > 0.5  # the test tells the two readings apart
+    # a mapping is read the same way
+    again = evaluate(liif_predictor(model, PER_CHANNEL_NORM, 500), loader, protocol, CPU)
+    assert again['psnr'] == res['psnr']
+
+
+def test_query_psnr_shaves_the_border_and_takes_plain_subsets():
+    gt = torch.rand(1, 40 * 40, 3)
+    coord = make_coord((40, 40)).unsqueeze(0)
+    noisy_border = gt.view(1, 40, 40, 3).clone()
+    noisy_border[:, :2] += 0.5
+    noisy = noisy_border.view(1, -1, 3)
+    assert query_psnr(noisy, gt, coord, parse_eval_type('benchmark-4')).tolist() == [float('inf')]
+    assert query_psnr(noisy, gt, coord, parse_eval_type('div2k-4')).tolist() == [float('inf')]
+    noisy_border[:, 20, 20] += 0.1
+    assert torch.isfinite(query_psnr(noisy, gt, coord, parse_eval_type('div2k-4'))).all()
+    # no eval_type: RGB over whatever queries a sample has, its own PSNR per sample
+    pred, target = torch.rand(2, 64, 3), torch.rand(2, 64, 3)
+    got = query_psnr(pred, target, torch.zeros(2, 64, 2), parse_eval_type(None))
+    expected = [np_psnr(pred[i].numpy().T, target[i].numpy().T, 0, False) for i in range(2)]
+    assert got.tolist() == pytest.approx(expected, abs=1e-9)
+
+
+def test_grid_shape_needs_a_whole_grid():
+    assert grid_shape(make_coord((5, 7))) == (5, 7)
+    with pytest.raises(UserError, match='every HR pixel'):
+        grid_shape(make_coord((5, 7))[torch.randperm(35)[:20]])

@@ -11,6 +11,8 @@ from utils.image import float_to_u8
 from inference.bounded import (batched_predict, encode_bounded, encoder_tile, iter_upscale_bands, upscale,
                               upscale_to_uint8)
 from tests.conftest import shared_path
+from tests.helpers import PER_CHANNEL_NORM, manual_upscale
+from utils.norm import DataNorm
 
 TINY_EDSR = {'name': 'edsr-baseline', 'args': {'n_resblocks': 2, 'n_feats': 8, 'no_upsampling': True}}
 TINY_RDN = {'name': 'rdn', 'args': {'G0': 4, 'RDNconfig': 'tiny', 'no_upsampling': True}}
@@ -149,3 +151,15 @@ def test_upscale_and_batched_predict_match_the_authors_vectors_in_each_grad_mode
         flat = batched_predict(model, vectors['input'], case['coord'], case['cell'], bsize=999)
     assert (img.flatten(2).transpose(1, 2) - want).abs().max() <= tol
     assert (flat - want).abs().max() <= tol
+
+
+def test_upscale_to_uint8_uses_the_models_norm():
+    model = tiny()
+    lr = (torch.rand(6, 5, 3) * 255).round().to(torch.uint8).numpy()
+    norm = DataNorm.from_mapping(PER_CHANNEL_NORM)
+    inp = norm.inp(torch.from_numpy(lr).permute(2, 0, 1).float() / 255)
+    u8 = upscale_to_uint8(model, inp, (23, 17), bsize=50, norm=norm)
+    ref = np.round(manual_upscale(model, lr, (23, 17), PER_CHANNEL_NORM) * 255).transpose(1, 2, 0)
+    assert np.abs(u8.astype(int) - ref).max() <= 1
+    # de-normalising with 0.5 / 0.5 (the old hard-coded step) is far off
+    assert np.abs(upscale_to_uint8(model, inp, (23, 17)).astype(int) - ref).mean() > 10

@@ -6,8 +6,10 @@ import torch
 import yaml
 
 from tests.conftest import shared_path
-from tests.helpers import (ENCODER_ONLY, ROOT, TINY_LIIF, error_lines, one_thread,  # noqa: F401
-                           run_script, save_model)
+from tests.helpers import (ENCODER_ONLY, FIRST_VALUE_NORM, PER_CHANNEL_NORM, ROOT, TINY_LIIF,  # noqa: F401
+                           error_lines, manual_upscale, np_psnr, one_thread, run_script, save_model,
+                           write_small_pairs)
+from utils.image import read_rgb_u8, u8_to_float
 from evaluation.protocol import bicubic_predictor, evaluate, liif_predictor, make_test_loader, parse_eval_type
 from inference.loading import load_sr_model
 
@@ -49,6 +51,60 @@ def test_set5_x2_end_to_end(tmp_path):
     # a random model is far worse than bicubic: the score is the model's, not the input's
     bic = evaluate(bicubic_predictor(), make_test_loader(spec, protocol, 'unused'), protocol, CPU)
     assert printed['psnr'] < bic['psnr'] - 5
+
+
+def _small_config(tmp_path, data_norm=None):
+    lr_dir, hr_dir = write_small_pairs(shared_path('benchmark', 'Set5', 'HR'), tmp_path)
+    cfg = {'test_dataset': {'dataset': {'name': 'paired-image-folders',
+                                        'args': {'root_path_1': lr_dir, 'root_path_2': hr_dir}},
+                            'wrapper': {'name': 'sr-implicit-paired', 'args': {}}, 'batch_size': 1},
+           'eval_type': 'benchmark-2'}
+    if data_norm is not None:
+        cfg['data_norm'] = data_norm
+    (tmp_path / 'cfg.yaml').write_text(yaml.safe_dump(cfg))
+    return str(tmp_path / 'cfg.yaml'), lr_dir, hr_dir
+
+
+def _by_hand(ckpt, lr_dir, hr_dir, data_norm):
+    """Mean Y PSNR (shave 2) of the model's whole-grid outputs, normalised by hand."""
+    model = load_sr_model(ckpt, CPU)
+    out = []
+    for name in ('bird.png', 'head.png'):
+        lr = read_rgb_u8(os.path.join(lr_dir, name)).permute(1, 2, 0).numpy()
+        hr = u8_to_float(read_rgb_u8(os.path.join(hr_dir, name))).numpy()
+        out.append(np_psnr(manual_upscale(model, lr, (48, 48), data_norm), hr, shave=2, y=True))
+    return sum(out) / len(out)
+
+
+@pytest.mark.parametrize('stored_in', ['checkpoint', 'config'])
+def test_per_channel_data_norm_of_the_checkpoint_or_the_config(tmp_path, stored_in):
+    """The checkpoint's own 3-value data_norm beats the config's 0.5; a released file uses the config's."""
+    if stored_in == 'checkpoint':
+        ckpt = save_model(tmp_path / 'tiny.pth', TINY_LIIF, data_norm=PER_CHANNEL_NORM)
+        config, lr_dir, hr_dir = _small_config(tmp_path, {'inp': {'sub': [0.5], 'div': [0.5]},
+                                                          'gt': {'sub': [0.5], 'div': [0.5]}})
+    else:
+        ckpt = save_model(tmp_path / 'tiny.pth', TINY_LIIF)
+        config, lr_dir, hr_dir = _small_config(tmp_path, PER_CHANNEL_NORM)
+    proc = run_script('test.py', '--config', config, '--model', ckpt)
+    assert proc.returncode == 0, proc.stderr
+    expected = _by_hand(ckpt, lr_dir, hr_dir, PER_CHANNEL_NORM)
+    assert _printed(proc.stdout)['psnr'] == pytest.approx(expected, abs=1e-4)
+    assert abs(expected - _by_hand(ckpt, lr_dir, hr_dir, FIRST_VALUE_NORM)) > 0.5  # the old reading is far off
+    if stored_in == 'checkpoint':
+        assert "using the checkpoint's (data_norm: inp sub 0.45,0.5,0.35" in proc.stderr
+    else:
+        assert f'tiny.pth stores none, using the data_norm of {config}' in proc.stderr
+
+
+def test_config_without_data_norm_means_no_normalisation(tmp_path):
+    ckpt = save_model(tmp_path / 'tiny.pth', TINY_LIIF)
+    config, lr_dir, hr_dir = _small_config(tmp_path)
+    proc = run_script('test.py', '--config', config, '--model', ckpt)
+    assert proc.returncode == 0, proc.stderr
+    identity = {'inp': {'sub': [0], 'div': [1]}, 'gt': {'sub': [0], 'div': [1]}}
+    assert _printed(proc.stdout)['psnr'] == pytest.approx(_by_hand(ckpt, lr_dir, hr_dir, identity), abs=1e-4)
+    assert "no normalisation (the authors' default" in proc.stderr
 
 
 @pytest.mark.parametrize('case', ['wrong-model', 'bad-eval-type', 'missing-data'])

@@ -98,3 +98,13 @@ def test_unknown_and_missing_top_level_keys():
         cfg = _cfg('train-local/train_tiny-liif.yaml')
         del cfg['optimizer']
         validate_config(cfg)
+
+
+def test_eval_type_is_evaluations_and_needs_whole_validation_images():
+    cfg = _cfg('train-local/train_tiny-liif.yaml')
+    del cfg['val_dataset']['wrapper']['args']['sample_q']
+    assert validate_config({**cfg, 'eval_type': 'benchmark-4'})['eval_type'] == 'benchmark-4'
+    with pytest.raises(UserError, match="eval_type must be 'div2k-S' or 'benchmark-S'"):
+        validate_config({**cfg, 'eval_type': 'div2k-0'})  # evaluation's parser: no scale 0
+    with pytest.raises(UserError, match=r'scores whole images: val_dataset\.wrapper\.args\.sample_q'):
+        validate_config({**_cfg('train-local/train_tiny-liif.yaml'), 'eval_type': 'div2k-4'})

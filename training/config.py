@@ -5,19 +5,18 @@ Everything here runs before any data is read, so a bad config or override fails 
 import copy
 import inspect
 import math
-import re
 from typing import Any, Dict, Iterable, Optional
 
 import torch
 
 import models
+from evaluation.protocol import parse_eval_type
 from datasets.registry import DATASETS
 from models.registry import MODELS
 from utils.errors import UserError
 
 OPTIMIZERS = {'adam': torch.optim.Adam, 'sgd': torch.optim.SGD}
 AMP_MODES = ('bf16', 'fp16')
-EVAL_TYPE = re.compile(r'^(div2k|benchmark)-(\d+)$')
 
 REQUIRED = ('train_dataset', 'data_norm', 'model', 'optimizer', 'epoch_max')
 # optional keys and their defaults (num_workers None = min(8, CPU cores per process))
@@ -117,6 +116,15 @@ def _schedule(node: Any) -> None:
     _number(node['gamma'], 'multi_step_lr.gamma')
 
 
+def _eval_type(eval_type: Any, val_section: Optional[Dict[str, Any]]) -> None:
+    """eval_type is evaluation's ('div2k-S' / 'benchmark-S'); it shaves whole images, which sample_q breaks up."""
+    parse_eval_type(eval_type)
+    wrapper_args = ((val_section or {}).get('wrapper') or {}).get('args') or {}
+    if wrapper_args.get('sample_q') is not None:
+        raise UserError(f"eval_type {eval_type} scores whole images: val_dataset.wrapper.args.sample_q "
+                        f"must be unset (or drop eval_type)")
+
+
 def validate_config(cfg: Dict[str, Any]) -> Dict[str, Any]:
     """Check a training config completely; return a copy with every optional key filled in."""
     _mapping(cfg, '', REQUIRED, DEFAULTS)
@@ -142,8 +150,8 @@ def validate_config(cfg: Dict[str, Any]) -> Dict[str, Any]:
     for key in ('tf32', 'compile'):
         if not isinstance(cfg[key], bool):
             raise UserError(f"{key} must be true or false, got {cfg[key]!r}")
-    if cfg['eval_type'] is not None and not (isinstance(cfg['eval_type'], str) and EVAL_TYPE.match(cfg['eval_type'])):
-        raise UserError(f"eval_type must be div2k-<scale> or benchmark-<scale>, got {cfg['eval_type']!r}")
+    if cfg['eval_type'] is not None:
+        _eval_type(cfg['eval_type'], cfg['val_dataset'])
     if cfg['resume'] is not None and not isinstance(cfg['resume'], str):
         raise UserError(f"resume must be a checkpoint path, got {cfg['resume']!r}")
     return cfg

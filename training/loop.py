@@ -3,47 +3,27 @@
 import math
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, ContextManager, Dict, Iterable, Optional
+from typing import Callable, ContextManager, Dict, Iterable, List, Optional
 
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from training.dist import DistInfo, all_reduce_sum, all_reduce_tensor
+from evaluation.protocol import parse_eval_type, query_image, query_psnr
+from training.dist import DistInfo, all_gather_objects, all_reduce_tensor
 from training.monitor import Monitor
 from training.state import Progress
 from training.stopper import Stopper
 from utils.errors import UserError
 from inference.bounded import batched_predict
 from utils.amp import autocast as inference_autocast
+from utils.norm import DataNorm
 
 STEP_LOG_EVERY = 50  # TensorBoard step-loss interval
 
 
 class TrainingDiverged(UserError):
     """The loss became NaN or infinite."""
-
-
-class Normaliser:
-    """data_norm of the config: (v - sub) / div for inputs and targets, and back for predictions."""
-
-    def __init__(self, data_norm: Dict[str, Any], device: torch.device):
-        def t(part: str, key: str, shape) -> torch.Tensor:
-            return torch.tensor(data_norm[part][key], dtype=torch.float32, device=device).view(*shape)
-        self.inp_sub, self.inp_div = t('inp', 'sub', (1, -1, 1, 1)), t('inp', 'div', (1, -1, 1, 1))
-        self.gt_sub, self.gt_div = t('gt', 'sub', (1, 1, -1)), t('gt', 'div', (1, 1, -1))
-
-    def inp(self, x: torch.Tensor) -> torch.Tensor:
-        """Normalised input images (N, 3, h, w)."""
-        return (x - self.inp_sub) / self.inp_div
-
-    def gt(self, x: torch.Tensor) -> torch.Tensor:
-        """Normalised target colours (N, Q, 3)."""
-        return (x - self.gt_sub) / self.gt_div
-
-    def pred_to_rgb(self, pred: torch.Tensor) -> torch.Tensor:
-        """Predictions back to [0, 1] colours, clamped."""
-        return (pred * self.gt_div + self.gt_sub).clamp_(0, 1)
 
 
 def autocast(device: torch.device, amp: Optional[str]) -> ContextManager:
@@ -65,7 +45,7 @@ class EpochOutcome:
 
 
 def train_epoch(model: torch.nn.Module, batches: Iterable, optimizer: torch.optim.Optimizer,
-                scaler: torch.amp.GradScaler, norm: Normaliser, amp: Optional[str], info: DistInfo,
+                scaler: torch.amp.GradScaler, norm: DataNorm, amp: Optional[str], info: DistInfo,
                 progress: Progress, steps_per_epoch: int, stopper: Stopper, monitor: Monitor,
                 steps_this_run: Callable[[], int]) -> EpochOutcome:
     """Train from progress.step to the end of progress.epoch, updating progress after every step."""
@@ -118,34 +98,23 @@ def train_epoch(model: torch.nn.Module, batches: Iterable, optimizer: torch.opti
     return EpochOutcome(complete=progress.step >= steps_per_epoch, stop_reason=stop_reason, data_wait=data_wait)
 
 
-def _image_shape(inp: torch.Tensor, n_queries: int):
-    """(H, W) of a full query grid of an input (N, 3, h, w), as the authors' eval_psnr derives it."""
-    ih, iw = inp.shape[-2:]
-    s = math.sqrt(n_queries / (ih * iw))
-    return round(ih * s), round(iw * s)
-
-
-def shaved_psnr(rgb: torch.Tensor, gt: torch.Tensor, inp: torch.Tensor, eval_type: str) -> torch.Tensor:
-    """PSNR of whole-grid predictions after shaving (div2k-S: RGB, S + 6 px; benchmark-S: Y, S px)."""
-    kind, scale = eval_type.split('-')
-    h, w = _image_shape(inp, rgb.shape[1])
-    diff = (rgb - gt).view(rgb.shape[0], h, w, 3).permute(0, 3, 1, 2)
-    if kind == 'benchmark':
-        shave = int(scale)
-        diff = (diff * diff.new_tensor([65.481, 128.553, 24.966]).view(1, 3, 1, 1) / 255).sum(dim=1)
-    else:
-        shave = int(scale) + 6
-    diff = diff[..., shave:-shave, shave:-shave]
-    return -10 * torch.log10(diff.pow(2).mean())
-
-
 @torch.no_grad()
-def validate(model: torch.nn.Module, batches: Iterable, norm: Normaliser, amp: Optional[str],
+def validate(model: torch.nn.Module, batches: Iterable, norm: DataNorm, amp: Optional[str],
              info: DistInfo, eval_type: Optional[str] = None, eval_bsize: Optional[int] = None) -> Dict[str, float]:
-    """Mean PSNR (per batch, weighted by its size, as the authors logged it) and L1, over all ranks."""
+    """Mean over all validation samples (every rank's) of each sample's PSNR and L1.
+
+    PSNR is evaluation's (query_psnr): eval_type's shave and Y channel on whole-grid samples, or
+    without eval_type RGB over the sample's queries, on clamped [0, 1] colours; L1 is the training
+    loss, in the normalised space. Defined per sample, then averaged, as the test protocol's
+    per-image mean; the authors' training log averaged per-batch PSNRs instead, which here would
+    depend on how many processes share the batches. Every rank's values are gathered and summed
+    exactly (math.fsum), so the result is the single-process one for any number of processes.
+    """
+    protocol = parse_eval_type(eval_type)
     model = getattr(model, 'module', model)
     model.eval()
-    psnr_sum = l1_sum = count = 0.0
+    psnrs: List[float] = []
+    l1s: List[float] = []
     for batch in tqdm(batches, desc='val', leave=False, disable=None if info.is_main else True):
         batch = to_device(batch, info.device)
         inp = norm.inp(batch['inp'])
@@ -155,21 +124,19 @@ def validate(model: torch.nn.Module, batches: Iterable, norm: Normaliser, amp: O
             else:
                 pred = batched_predict(model, inp, batch['coord'], batch['cell'], eval_bsize)
         pred = pred.float()
-        n = inp.shape[0]
-        l1_sum += F.l1_loss(pred, norm.gt(batch['gt'])).item() * n
-        rgb = norm.pred_to_rgb(pred)
-        if eval_type is None:
-            psnr = -10 * torch.log10((rgb - batch['gt']).pow(2).mean())
-        else:
-            psnr = shaved_psnr(rgb, batch['gt'], batch['inp'], eval_type)
-        psnr_sum += psnr.item() * n
-        count += n
-    psnr_sum, l1_sum, count = all_reduce_sum([psnr_sum, l1_sum, count], info)
-    return {'val_psnr': psnr_sum / count, 'val_loss': l1_sum / count}
+        l1s += (pred.double() - norm.gt(batch['gt']).double()).abs().flatten(1).mean(dim=1).tolist()
+        rgb = norm.output(pred).clamp_(0, 1)
+        psnrs += query_psnr(rgb, batch['gt'], batch['coord'], protocol).tolist()
+    gathered = all_gather_objects((psnrs, l1s), info)
+    all_psnrs = [v for rank_psnrs, _ in gathered for v in rank_psnrs]
+    all_l1s = [v for _, rank_l1s in gathered for v in rank_l1s]
+    if not all_psnrs:
+        raise UserError("the validation dataset holds no samples")
+    return {'val_psnr': math.fsum(all_psnrs) / len(all_psnrs), 'val_loss': math.fsum(all_l1s) / len(all_l1s)}
 
 
 @torch.no_grad()
-def preview(model: torch.nn.Module, sample: Dict[str, torch.Tensor], norm: Normaliser,
+def preview(model: torch.nn.Module, sample: Dict[str, torch.Tensor], norm: DataNorm,
             amp: Optional[str], device: torch.device) -> torch.Tensor:
     """The model's [0, 1] prediction (3, H, W) of one full-grid sample."""
     model = getattr(model, 'module', model)
@@ -177,20 +144,12 @@ def preview(model: torch.nn.Module, sample: Dict[str, torch.Tensor], norm: Norma
     batch = to_device({k: v.unsqueeze(0) for k, v in sample.items()}, device)
     with autocast(device, amp):
         pred = batched_predict(model, norm.inp(batch['inp']), batch['coord'], batch['cell'], 30000)
-    h, w = preview_shape(sample)
-    return norm.pred_to_rgb(pred.float())[0].view(h, w, 3).permute(2, 0, 1)
-
-
-def preview_shape(sample: Dict[str, torch.Tensor]):
-    """(H, W) of a full-grid sample: its coordinates are a row-major H x W grid."""
-    h = int(torch.unique(sample['coord'][:, 0]).numel())
-    return h, sample['coord'].shape[0] // h
+    return query_image(norm.output(pred.float()).clamp_(0, 1), batch['coord'])[0]
 
 
 def gt_image(sample: Dict[str, torch.Tensor]) -> torch.Tensor:
     """The target (3, H, W) of a full-grid sample."""
-    h, w = preview_shape(sample)
-    return sample['gt'].view(h, w, 3).permute(2, 0, 1)
+    return query_image(sample['gt'].unsqueeze(0), sample['coord'].unsqueeze(0))[0]
 
 
 def timer() -> Callable[[], float]:

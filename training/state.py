@@ -13,6 +13,7 @@ from training.dist import DistInfo, all_gather_objects
 from training.monitor import LOGGER
 from utils.checkpoint import model_spec, save_checkpoint
 from utils.errors import UserError
+from utils.norm import DataNorm
 
 STATE_VERSION = 1
 
@@ -67,7 +68,8 @@ def checkpoint(model: torch.nn.Module, optimizer: torch.optim.Optimizer, schedul
     """The checkpoint dict on rank 0 (None elsewhere); every rank must call it, it gathers RNG states.
 
     'epoch' is the last completed epoch, as in the released files; a run stopped mid-epoch also
-    records how many steps of the next epoch it has done (train_state.step).
+    records how many steps of the next epoch it has done (train_state.step). 'data_norm' (beside
+    the released keys, which loaders ignore) is the normalisation inference must use.
     """
     rngs = all_gather_objects(rng_state(), info)
     if not info.is_main:
@@ -79,6 +81,7 @@ def checkpoint(model: torch.nn.Module, optimizer: torch.optim.Optimizer, schedul
         'optimizer': {'name': cfg['optimizer']['name'], 'args': cfg['optimizer'].get('args') or {},
                       'sd': _cpu(optimizer.state_dict())},
         'epoch': progress.epoch - 1,
+        'data_norm': DataNorm.from_mapping(cfg['data_norm']).to_mapping(),
         'train_state': {
             'version': STATE_VERSION,
             'step': progress.step, 'loss_sum': progress.loss_sum, 'global_step': progress.global_step,

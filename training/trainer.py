@@ -14,7 +14,7 @@ import models
 from training import dist, launch, state
 from training.config import validate_config
 from training.data import Loaders
-from training.loop import Normaliser, gt_image, preview, timer, train_epoch, validate
+from training.loop import gt_image, preview, timer, train_epoch, validate
 from training.monitor import LOGGER, Monitor, setup_logging
 from training.optim import current_lr, make_optimizer, make_scheduler
 from training.rundir import check_run_dir, create_run_dir, run_name, write_run_files
@@ -22,6 +22,7 @@ from training.stopper import Stopper
 from utils.checkpoint import load_checkpoint
 from utils.config import apply_overrides, load_config
 from utils.errors import UserError
+from utils.norm import DataNorm
 
 
 @dataclass
@@ -127,7 +128,7 @@ class Run:
         if info.distributed:
             ids = [info.device.index] if info.device.type == 'cuda' else None
             self.model = DistributedDataParallel(self.model, device_ids=ids)
-        self.norm = Normaliser(cfg['data_norm'], info.device)
+        self.norm = DataNorm.from_mapping(cfg['data_norm'])
         self.stopper = Stopper(cfg['time_limit'], cfg['step_limit'], start=t_start)
         self._preview_sample = self._preview_setup()
         self._log_start(model, resume)
