@@ -99,6 +99,8 @@ class Run:
         self.cfg, self.name, self.run_dir, self.info = cfg, name, run_dir, info
         self.log = logging.getLogger(LOGGER)
         self._check_dir(ckpt is not None, req.overwrite)
+        if ckpt is not None:
+            state.check_world_size(ckpt, info, resume)
         seed_everything(cfg['seed'])
         self.amp = self._device_options()
         # local rank 0 fills a bin cache first; the other ranks of its node then only read it
@@ -111,15 +113,15 @@ class Run:
         self.optimizer = make_optimizer(model.parameters(), cfg['optimizer'])
         self.scheduler = make_scheduler(self.optimizer, cfg['multi_step_lr'])
         self.scaler = torch.amp.GradScaler(info.device.type, enabled=self.amp == 'fp16')
-        # the folder appears only now that data and model were built without error
+        self.progress = state.Progress()
+        if ckpt is not None:
+            self.progress = state.restore(ckpt, model, self.optimizer, self.scheduler, self.scaler, cfg, info, resume)
+        # the folder appears only now that data, model and resumed state were set up without error
         if info.is_main:
             create_run_dir(run_dir, req.overwrite, resuming=ckpt is not None)
             write_run_files(run_dir, cfg, req.script, req.argv)
         dist.barrier(info)
         self.monitor = Monitor(run_dir if info.is_main else None)
-        self.progress = state.Progress()
-        if ckpt is not None:
-            self.progress = state.restore(ckpt, model, self.optimizer, self.scheduler, self.scaler, cfg, info, resume)
         self.model = model
         if cfg['compile']:
             # only forward (training steps, validation) is compiled; checkpoints unwrap _orig_mod
