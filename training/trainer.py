@@ -147,15 +147,14 @@ class Run:
             raise UserError(err)
 
     def _device_options(self) -> Optional[str]:
-        """cuDNN autotuning and TF32 on CUDA; the amp mode in force (None on the CPU)."""
+        """cuDNN autotuning and TF32 on CUDA; the amp mode in force (fp16 needs CUDA, bf16 runs anywhere)."""
         if self.info.device.type == 'cuda':
             torch.backends.cudnn.benchmark = True  # fixed-size crops: autotuned convolutions pay off
             torch.backends.cuda.matmul.allow_tf32 = self.cfg['tf32']
             torch.backends.cudnn.allow_tf32 = self.cfg['tf32']
-            return self.cfg['amp']
-        if self.cfg['amp'] is not None:
-            self.log.warning("amp %s is for CUDA; training in float32 on the CPU", self.cfg['amp'])
-        return None
+        elif self.cfg['amp'] == 'fp16':
+            raise UserError("amp fp16 trains on CUDA only; on the CPU use amp: bf16 or amp: null")
+        return self.cfg['amp']
 
     def _preview_setup(self) -> Optional[Dict[str, torch.Tensor]]:
         """The fixed validation sample (full HR grid) whose prediction is shown in TensorBoard."""
