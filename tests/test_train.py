@@ -313,7 +313,11 @@ def test_shaved_psnr_ignores_the_border():
     assert shaved_psnr(noisy_border.view(1, -1, 3), gt, inp, 'benchmark-4') == float('inf')
     assert shaved_psnr(noisy_border.view(1, -1, 3), gt, inp, 'div2k-4') == float('inf')
     noisy_border[:, 20, 20] += 0.1
-    assert torch.isfinite(shaved_psnr(noisy_border.view(1, -1, 3), gt, inp, 'div2k-4'))
+    # one pixel off by 0.1: div2k-4 keeps 20 x 20 RGB pixels, benchmark-4 32 x 32 on Y (0.1 * 219 / 255)
+    assert shaved_psnr(noisy_border.view(1, -1, 3), gt, inp, 'div2k-4').item() == pytest.approx(
+        -10 * math.log10(0.1 ** 2 / 400), abs=1e-4)
+    assert shaved_psnr(noisy_border.view(1, -1, 3), gt, inp, 'benchmark-4').item() == pytest.approx(
+        -10 * math.log10((0.1 * 219 / 255) ** 2 / 32 ** 2), abs=1e-4)
 
 
 def test_two_process_ddp_on_cpu(tmp_path, tiny):
