@@ -186,6 +186,8 @@ def test_resume_honours_a_new_lr_as_the_schedule_base(tmp_path, tiny):
     assert (group['lr'], group['initial_lr'], group['weight_decay']) == (2e-3, 4e-3, 1e-4)
     assert ckpt['optimizer']['args'] == {'lr': 4e-3, 'weight_decay': 1e-4}
     assert ckpt['train_state']['scheduler']['base_lrs'] == [4e-3]
+    assert ("optimizer settings of the config in force replace the checkpoint's: lr 0.001 -> 0.004, "
+            "weight_decay 0 -> 0.0001") in (run / 'log.txt').read_text()
 
 
 def test_a_schedule_added_on_resume_counts_the_done_epochs(tmp_path, tiny):

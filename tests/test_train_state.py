@@ -56,13 +56,14 @@ def _checkpoint(cfg, milestones, epochs, scaler=None):
 
 def _restore(ckpt, cfg, milestones=None, scaler=None, info=ONE):
     model, opt, sched, scaler = _objects(cfg, milestones, scaler=scaler)
-    progress = state.restore(ckpt, model, opt, sched, scaler, cfg, info, 'ck.pth')
-    return progress, model, opt, sched, scaler
+    restored = state.restore(ckpt, model, opt, sched, scaler, cfg, info, 'ck.pth')
+    return restored, model, opt, sched, scaler
 
 
 def test_unchanged_config_restores_the_optimizer_as_saved():
     ckpt, opt = _checkpoint(_cfg(), [1, 3], 2)
-    _, _, opt2, sched2, _ = _restore(ckpt, _cfg(), [1, 3])
+    restored, _, opt2, sched2, _ = _restore(ckpt, _cfg(), [1, 3])
+    assert restored.optimizer_changes == [] and restored.progress.epoch == 3
     assert opt2.state_dict()['param_groups'] == opt.state_dict()['param_groups']
     assert opt2.param_groups[0]['lr'] == 5e-4 and sched2.last_epoch == 2 and sched2.base_lrs == [1e-3]
     for i, s in opt.state_dict()['state'].items():
@@ -71,7 +72,8 @@ def test_unchanged_config_restores_the_optimizer_as_saved():
 
 def test_a_changed_lr_becomes_the_base_of_the_restored_schedule():
     ckpt, _ = _checkpoint(_cfg(), [1, 3], 2)  # two epochs done, one decay: lr 5e-4
-    _, model, opt, sched, scaler = _restore(ckpt, _cfg(lr=4e-3), [1, 3])
+    restored, model, opt, sched, scaler = _restore(ckpt, _cfg(lr=4e-3), [1, 3])
+    assert restored.optimizer_changes == ['lr 0.001 -> 0.004']
     assert opt.param_groups[0]['lr'] == 2e-3 and opt.param_groups[0]['initial_lr'] == 4e-3
     assert sched.base_lrs == [4e-3] and sched.get_last_lr() == [2e-3]
     _train_epochs(model, opt, sched, scaler, 1)  # epoch 3 done: the second decay applies to the new base
@@ -80,9 +82,16 @@ def test_a_changed_lr_becomes_the_base_of_the_restored_schedule():
 
 def test_other_changed_optimizer_args_are_honoured():
     ckpt, _ = _checkpoint(_cfg(), [1], 1)
-    _, _, opt, _, _ = _restore(ckpt, _cfg(weight_decay=0.1, betas=(0.8, 0.99)), [1])
+    restored, _, opt, _, _ = _restore(ckpt, _cfg(weight_decay=0.1, betas=(0.8, 0.99)), [1])
+    assert restored.optimizer_changes == ['betas (0.9, 0.999) -> (0.8, 0.99)', 'weight_decay 0 -> 0.1']
     g = opt.param_groups[0]
     assert (g['weight_decay'], tuple(g['betas']), g['lr']) == (0.1, (0.8, 0.99), 5e-4)
+
+
+def test_betas_as_a_list_are_no_change():
+    ckpt, _ = _checkpoint(_cfg(betas=(0.9, 0.999)), None, 1)
+    restored, _, opt, _, _ = _restore(ckpt, _cfg(betas=[0.9, 0.999]))
+    assert restored.optimizer_changes == [] and list(opt.param_groups[0]['betas']) == [0.9, 0.999]
 
 
 def test_amsgrad_cannot_change_on_resume():
@@ -93,8 +102,8 @@ def test_amsgrad_cannot_change_on_resume():
 
 def test_a_schedule_added_on_resume_starts_at_the_completed_epoch():
     ckpt, _ = _checkpoint(_cfg(), None, 3)  # no schedule, three epochs done
-    progress, model, opt, sched, scaler = _restore(ckpt, _cfg(), [2, 5])
-    assert progress.epoch == 4 and sched.last_epoch == 3
+    restored, model, opt, sched, scaler = _restore(ckpt, _cfg(), [2, 5])
+    assert restored.progress.epoch == 4 and sched.last_epoch == 3 and restored.optimizer_changes == []
     assert opt.param_groups[0]['lr'] == 5e-4  # the decay at 2 is behind
     _train_epochs(model, opt, sched, scaler, 2)  # epoch 5 done
     assert opt.param_groups[0]['lr'] == 2.5e-4
@@ -117,8 +126,8 @@ def test_released_checkpoints_resume_at_any_world_size():
     ckpt, _ = _checkpoint(_cfg(), [1], 1)
     released = {k: ckpt[k] for k in ('model', 'optimizer', 'epoch')}
     two = DistInfo(rank=1, world_size=2, local_rank=1, local_world_size=2, device=torch.device('cpu'))
-    progress, _, opt, _, _ = _restore(released, _cfg(), [1], info=two)
-    assert progress.epoch == 2 and opt.param_groups[0]['lr'] == 5e-4
+    restored, _, opt, _, _ = _restore(released, _cfg(), [1], info=two)
+    assert restored.progress.epoch == 2 and opt.param_groups[0]['lr'] == 5e-4
 
 
 def test_rng_states_are_restored():

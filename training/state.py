@@ -2,7 +2,6 @@
 import bisect
 import collections
 import inspect
-import logging
 import random
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
@@ -12,7 +11,6 @@ import torch
 
 from training.config import OPTIMIZERS
 from training.dist import DistInfo, all_gather_objects
-from training.monitor import LOGGER
 from utils.checkpoint import model_spec, save_checkpoint
 from utils.errors import UserError
 
@@ -121,6 +119,13 @@ def _settings(optimizer: torch.optim.Optimizer) -> List[Dict[str, Any]]:
     return [{k: v for k, v in g.items() if k != 'params'} for g in optimizer.param_groups]
 
 
+def _same(a: Any, b: Any) -> bool:
+    """Equal settings; a YAML list and the tuple a checkpoint holds (betas) count as equal."""
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return list(a) == list(b)
+    return a == b
+
+
 def _apply_settings(optimizer: torch.optim.Optimizer, fresh: List[Dict[str, Any]], old_base: float,
                     scheduled: bool) -> List[str]:
     """Give the loaded param groups the config's hyperparameters; the changes, as 'key old -> new'.
@@ -133,10 +138,10 @@ def _apply_settings(optimizer: torch.optim.Optimizer, fresh: List[Dict[str, Any]
         for key, value in new.items():
             if key in ('lr', 'initial_lr'):
                 continue
-            if key in STATE_SHAPING and group.get(key, value) != value:
+            if key in STATE_SHAPING and not _same(group.get(key, value), value):
                 raise UserError(f"optimizer.args.{key} cannot change on resume ({group[key]} in the "
                                 f"checkpoint): it changes what the optimizer's state holds")
-            if key in group and group[key] != value:
+            if key in group and not _same(group[key], value):
                 changes.append(f"{key} {group[key]} -> {value}")
             group[key] = value
         if new_base != old_base:
@@ -156,9 +161,16 @@ def check_world_size(ckpt: Dict[str, Any], info: DistInfo, path: str) -> None:
                         f"train_liif.py --resume {path}, or --gpu with {written} ids)")
 
 
+@dataclass
+class Restored:
+    """Where a resumed run goes on, and the optimizer settings the config in force changed ('key old -> new')."""
+    progress: Progress
+    optimizer_changes: List[str] = field(default_factory=list)
+
+
 def restore(ckpt: Dict[str, Any], model: torch.nn.Module, optimizer: torch.optim.Optimizer,
             scheduler: Any, scaler: torch.amp.GradScaler, cfg: Dict[str, Any], info: DistInfo,
-            path: str) -> Progress:
+            path: str) -> Restored:
     """Load weights, optimizer, schedule, scaler and RNGs; return where training goes on.
 
     The config in force decides the optimizer's hyperparameters (a changed lr becomes the schedule's
@@ -176,14 +188,12 @@ def restore(ckpt: Dict[str, Any], model: torch.nn.Module, optimizer: torch.optim
     if ckpt.get('optimizer', {}).get('name', name) != name:
         raise UserError(f"checkpoint {path} was trained with optimizer {ckpt['optimizer']['name']!r}, "
                         f"the config names {name!r}")
+    changes: List[str] = []
     if 'optimizer' in ckpt:
         fresh = _settings(optimizer)
         optimizer.load_state_dict(ckpt['optimizer']['sd'])
         changes = _apply_settings(optimizer, fresh, _base_lr(name, ckpt['optimizer'].get('args') or {}),
                                   scheduler is not None)
-        if changes:
-            logging.getLogger(LOGGER).info("optimizer settings of the config in force replace the "
-                                           "checkpoint's: %s", ', '.join(changes))
     epoch_done = int(ckpt.get('epoch', 0))
     if scheduler is not None:
         if state is not None and state['scheduler'] is not None:
@@ -196,10 +206,10 @@ def restore(ckpt: Dict[str, Any], model: torch.nn.Module, optimizer: torch.optim
         else:
             _closed_form_lr(scheduler, epoch_done)
     if state is None:
-        return Progress(epoch=epoch_done + 1)
+        return Restored(Progress(epoch=epoch_done + 1), changes)
     if scaler.is_enabled() and state['scaler'] is not None:
         scaler.load_state_dict(state['scaler'])
     set_rng_state(state['rng'][info.rank])
-    return Progress(epoch=epoch_done + 1, step=state['step'], loss_sum=state['loss_sum'],
-                    global_step=state['global_step'], best_val_psnr=state['best_val_psnr'],
-                    history=list(state['history']))
+    return Restored(Progress(epoch=epoch_done + 1, step=state['step'], loss_sum=state['loss_sum'],
+                             global_step=state['global_step'], best_val_psnr=state['best_val_psnr'],
+                             history=list(state['history'])), changes)

@@ -113,9 +113,10 @@ class Run:
         self.optimizer = make_optimizer(model.parameters(), cfg['optimizer'])
         self.scheduler = make_scheduler(self.optimizer, cfg['multi_step_lr'])
         self.scaler = torch.amp.GradScaler(info.device.type, enabled=self.amp == 'fp16')
-        self.progress = state.Progress()
+        restored = state.Restored(state.Progress())
         if ckpt is not None:
-            self.progress = state.restore(ckpt, model, self.optimizer, self.scheduler, self.scaler, cfg, info, resume)
+            restored = state.restore(ckpt, model, self.optimizer, self.scheduler, self.scaler, cfg, info, resume)
+        self.progress = restored.progress
         # the folder appears only now that data, model and resumed state were set up without error
         if info.is_main:
             create_run_dir(run_dir, req.overwrite, resuming=ckpt is not None)
@@ -132,7 +133,7 @@ class Run:
         self.norm = Normaliser(cfg['data_norm'], info.device)
         self.stopper = Stopper(cfg['time_limit'], cfg['step_limit'], start=t_start)
         self._preview_sample = self._preview_setup()
-        self._log_start(model, resume)
+        self._log_start(model, resume, restored.optimizer_changes)
 
     def _check_dir(self, resuming: bool, overwrite: bool) -> None:
         """The no-clobber check on rank 0, its verdict shared so that every rank stops alike."""
@@ -167,7 +168,7 @@ class Run:
         self.monitor.image('preview/gt', gt_image(sample), step)
         return sample
 
-    def _log_start(self, model: torch.nn.Module, resume: Optional[str]) -> None:
+    def _log_start(self, model: torch.nn.Module, resume: Optional[str], optimizer_changes: List[str]) -> None:
         info, cfg, loaders = self.info, self.cfg, self.loaders
         n_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
         self.log.info("run %s: %s x %d process(es), amp %s, %d loader workers each",
@@ -179,6 +180,9 @@ class Run:
         if resume is not None:
             p = self.progress
             self.log.info("resumed from %s: epoch %d, step %d", resume, p.epoch, p.step)
+            if optimizer_changes:
+                self.log.info("optimizer settings of the config in force replace the checkpoint's: %s",
+                              ', '.join(optimizer_changes))
 
     def _save(self, names: List[str]) -> None:
         """Write the checkpoint under each name (every rank calls this: RNG states are gathered)."""
