@@ -16,6 +16,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from utils.checkpoint import atomic_save, load_checkpoint  # noqa: E402
 from utils.cli import run_cli  # noqa: E402
 from inference.loading import stored_norm  # noqa: E402
+from utils.errors import UserError  # noqa: E402
 
 
 def release_checkpoint(ckpt: Dict[str, Any], fp16: bool = False) -> Dict[str, Any]:
@@ -45,6 +46,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     p.add_argument('dst', help="release checkpoint to write")
     p.add_argument('--fp16', action='store_true', help="store weights in half precision (half the size)")
     args = p.parse_args(argv)
+    if os.path.isdir(args.dst):
+        raise UserError(f"{args.dst} is a folder: give the path of the release checkpoint to write")
     out = release_checkpoint(load_checkpoint(args.src), fp16=args.fp16)
     os.makedirs(os.path.dirname(os.path.abspath(args.dst)), exist_ok=True)
     atomic_save(out, args.dst)

@@ -1,10 +1,110 @@
-"""scripts/export_model.py: a release checkpoint keeps the model, its data_norm and plain metadata."""
-import torch
+"""scripts/export_model.py: a training checkpoint stripped to a release checkpoint."""
+import importlib.util
+import os
 
-from scripts.export_model import release_checkpoint
-from tests.helpers import PER_CHANNEL_NORM, TINY_LIIF
+import pytest
+import torch
+from torch.optim.lr_scheduler import MultiStepLR
+
 import models
+from inference.loading import load_model
+from tests.helpers import PER_CHANNEL_NORM, ROOT, TINY_LIIF, error_lines, run_script
+from training import state
+from training.dist import DistInfo
 from utils.checkpoint import model_spec
+from utils.errors import UserError
+
+_spec = importlib.util.spec_from_file_location('export_model', os.path.join(ROOT, 'scripts', 'export_model.py'))
+export_model = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(export_model)
+
+CFG = {'model': TINY_LIIF, 'optimizer': {'name': 'adam', 'args': {'lr': 1e-3}}, 'resume': '/train/box/last.pth',
+       'epoch_max': 9}
+
+
+@pytest.fixture
+def training_ckpt(tmp_path):
+    """A training checkpoint as the trainer writes it (optimizer, schedule, RNG and resume state)."""
+    model = models.make(TINY_LIIF)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    sched = MultiStepLR(opt, [1], 0.5)
+    model(torch.rand(1, 3, 8, 8), torch.rand(1, 5, 2) * 2 - 1, torch.full((1, 5, 2), 0.1)).sum().backward()
+    opt.step()
+    sched.step()
+    progress = state.Progress(epoch=4, step=1, global_step=7, best_val_psnr=31.5)
+    info = DistInfo(rank=0, world_size=1, local_rank=0, local_world_size=1, device=torch.device('cpu'))
+    path = tmp_path / 'epoch-last.pth'
+    state.write(state.checkpoint(model, opt, sched, torch.amp.GradScaler('cpu', enabled=False), progress,
+                                 CFG, 'run', info), str(path))
+    return path, model
+
+
+def test_release_checkpoint_keeps_weights_and_metadata(tmp_path, training_ckpt):
+    src, model = training_ckpt
+    dst = tmp_path / 'out' / 'release.pth'
+    export_model.main([str(src), str(dst)])
+    out = torch.load(dst, weights_only=True)
+    assert set(out) == {'model', 'meta'} and set(out['model']) == {'name', 'args', 'sd'}
+    assert (out['model']['name'], out['model']['args']) == ('liif', TINY_LIIF['args'])
+    sd = model.state_dict()
+    assert out['model']['sd'].keys() == sd.keys()
+    for k, v in sd.items():
+        assert torch.equal(out['model']['sd'][k], v) and out['model']['sd'][k].dtype == v.dtype, k
+    assert out['meta'] == {'epoch': 3, 'global_step': 7, 'best_val_psnr': 31.5,
+                           'train_config': {k: v for k, v in CFG.items() if k != 'resume'}}
+    x = (torch.rand(1, 3, 8, 8), torch.rand(1, 20, 2) * 2 - 1, torch.full((1, 20, 2), 0.1))
+    with torch.no_grad():
+        assert torch.equal(load_model(dst)(*x), model.eval()(*x))
+    assert [n for n in os.listdir(dst.parent) if n != 'release.pth'] == []
+
+
+def test_fp16_export_halves_float_weights(tmp_path, training_ckpt):
+    src, model = training_ckpt
+    dst = tmp_path / 'half.pth'
+    export_model.main([str(src), str(dst), '--fp16'])
+    sd = torch.load(dst, weights_only=True)['model']['sd']
+    for k, v in model.state_dict().items():
+        assert torch.equal(sd[k], v.half() if v.is_floating_point() else v), k
+
+
+def test_a_released_checkpoint_exports_without_training_metadata(tmp_path, training_ckpt):
+    src, _ = training_ckpt
+    released = tmp_path / 'released.pth'
+    export_model.main([str(src), str(released)])
+    again = tmp_path / 'again.pth'
+    export_model.main([str(released), str(again)])
+    out = torch.load(again, weights_only=True)
+    assert out['meta'] == {'epoch': None, 'global_step': None, 'best_val_psnr': None, 'train_config': None}
+
+
+@pytest.mark.parametrize('case, message', [
+    ('missing', 'checkpoint not found: '),
+    ('text', 'truncated or not a PyTorch file'),
+    ('folder', 'is a folder: give the path of the release checkpoint'),
+])
+def test_bad_input_is_one_line(tmp_path, training_ckpt, case, message):
+    src, dst = str(training_ckpt[0]), str(tmp_path / 'out.pth')
+    if case == 'missing':
+        src = str(tmp_path / 'nope.pth')
+    elif case == 'text':
+        src = str(tmp_path / 'notes.txt')
+        open(src, 'w').write('not a checkpoint\n')
+    else:
+        dst = str(tmp_path)
+    with pytest.raises(UserError, match=message) as e:
+        export_model.main([src, dst])
+    assert '\n' not in str(e.value)
+    assert not os.path.exists(tmp_path / 'out.pth')
+
+
+def test_summary_line(tmp_path, training_ckpt, capsys):
+    export_model.main([str(training_ckpt[0]), str(tmp_path / 'r.pth')])
+    assert capsys.readouterr().out.endswith('step 7, epoch 3)\n')
+
+
+def test_command_line_error_exit_code(tmp_path):
+    bad = run_script('scripts/export_model.py', tmp_path / 'nope.pth', tmp_path / 'x.pth')
+    assert bad.returncode == 2 and error_lines(bad) == [f"error: checkpoint not found: {tmp_path / 'nope.pth'}"]
 
 
 def _training_ckpt(**extra):
@@ -16,12 +116,12 @@ def test_data_norm_is_kept_at_the_top_level():
     other = {'inp': {'sub': [0], 'div': [1]}, 'gt': {'sub': [0], 'div': [1]}}
     ckpt = _training_ckpt(data_norm=PER_CHANNEL_NORM,
                           train_state={'global_step': 9, 'config': {'data_norm': other, 'resume': '/x.pth'}})
-    out = release_checkpoint(ckpt)
+    out = export_model.release_checkpoint(ckpt)
     assert set(out) == {'model', 'meta', 'data_norm'} and out['data_norm'] == PER_CHANNEL_NORM
     assert out['meta']['train_config'] == {'data_norm': other} and out['meta']['global_step'] == 9
     assert all(torch.equal(out['model']['sd'][k], v) for k, v in ckpt['model']['sd'].items())
     # an older training checkpoint: the stored training config's norm
-    older = release_checkpoint(_training_ckpt(train_state={'config': {'data_norm': PER_CHANNEL_NORM}}))
+    older = export_model.release_checkpoint(_training_ckpt(train_state={'config': {'data_norm': PER_CHANNEL_NORM}}))
     assert older['data_norm'] == PER_CHANNEL_NORM
     # the authors' released format stores none: nothing is invented
-    assert 'data_norm' not in release_checkpoint(_training_ckpt())
+    assert 'data_norm' not in export_model.release_checkpoint(_training_ckpt())

@@ -1,5 +1,6 @@
 """train_liif.py end to end on a tiny config: outputs, exact resume, safe stops, DDP, bad configs."""
 import json
+import math
 import os
 import signal
 import subprocess
@@ -10,9 +11,11 @@ import pytest
 import torch
 import yaml
 
+import datasets
 import train_liif
 from tests.conftest import ROOT, shared_path
 from inference.loading import load_model
+from training.data import VAL_STREAM
 from utils.checkpoint import load_checkpoint
 from utils.errors import UserError
 
@@ -56,8 +59,46 @@ def _same_state(a, b):
         assert torch.equal(a[k], b[k]), k
 
 
+# the parts of a metrics / history record that do not depend on timing
+DETERMINISTIC = ('epoch', 'train_loss', 'lr', 'val_psnr', 'val_loss')
+
+
+def _records(recs):
+    return [{k: r[k] for k in DETERMINISTIC if k in r} for r in recs]
+
+
+def _same_runs(dir_a, dir_b):
+    """Same per-epoch numbers, weights and Adam moments in two run folders' metrics and last checkpoints."""
+    assert _records(metrics(dir_a)) == _records(metrics(dir_b))
+    ca, cb = load_checkpoint(dir_a / 'epoch-last.pth'), load_checkpoint(dir_b / 'epoch-last.pth')
+    _same_state(ca['model']['sd'], cb['model']['sd'])
+    assert _records(ca['train_state']['history']) == _records(cb['train_state']['history'])
+    sa, sb = ca['optimizer']['sd']['state'], cb['optimizer']['sd']['state']
+    assert sa.keys() == sb.keys()
+    for i in sa:
+        _same_state(sa[i], sb[i])
+
+
+def _expected_validation(ckpt_path, cfg):
+    """Mean per-sample PSNR and L1 of a checkpoint over the validation set, computed here from scratch."""
+    model = load_model(ckpt_path)
+    spec = cfg['val_dataset']
+    ds = datasets.make(spec['wrapper'], args={'dataset': datasets.make(spec['dataset'])})
+    ds.reseed(cfg['seed'], 0, VAL_STREAM)
+    psnrs, l1s = [], []
+    with torch.no_grad():
+        for i in range(len(ds)):
+            s = ds[i]
+            pred = model(((s['inp'] - 0.5) / 0.5)[None], s['coord'][None], s['cell'][None])[0]
+            l1s.append((pred - (s['gt'] - 0.5) / 0.5).abs().mean().item())
+            mse = ((pred * 0.5 + 0.5).clamp(0, 1) - s['gt']).pow(2).mean().item()
+            psnrs.append(-10 * math.log10(mse))
+    return sum(psnrs) / len(psnrs), sum(l1s) / len(l1s)
+
+
 def test_run_folder_outputs(tmp_path, tiny):
-    assert train(tmp_path, '--config', tiny, '--tag', 't', '-o', 'epoch_max=2') == 0
+    # validation batches of one: the logged mean is the mean of per-image PSNRs
+    assert train(tmp_path, '--config', tiny, '--tag', 't', '-o', 'epoch_max=2', '-o', 'val_dataset.batch_size=1') == 0
     run = tmp_path / 'save' / 'tiny_t'
     names = set(os.listdir(run))
     assert {'config.yaml', 'command.txt', 'log.txt', 'metrics.jsonl', 'tensorboard', 'epoch-last.pth',
@@ -74,8 +115,11 @@ def test_run_folder_outputs(tmp_path, tiny):
     events = os.listdir(run / 'tensorboard')
     assert events and os.path.getsize(run / 'tensorboard' / events[0]) > 0
     rec = metrics(run)
-    assert [r['epoch'] for r in rec] == [1, 2] and rec[1]['lr'] == pytest.approx(5e-4)
-    assert all(r['val_psnr'] > 0 for r in rec)
+    assert [r['epoch'] for r in rec] == [1, 2] and [r['lr'] for r in rec] == [1e-3, 5e-4]
+    for r in rec:
+        psnr, l1 = _expected_validation(run / f"epoch-{r['epoch']}.pth", cfg)
+        assert (r['val_psnr'], r['val_loss']) == (pytest.approx(psnr, abs=1e-5), pytest.approx(l1, abs=1e-7))
+    assert rec[1]['val_psnr'] != pytest.approx(rec[0]['val_psnr'], abs=1e-3)  # each epoch validates its own weights
     # a second start under the same name refuses, --overwrite replaces it
     with pytest.raises(UserError, match='already holds a run'):
         train(tmp_path, '--config', tiny, '--tag', 't')
@@ -95,29 +139,28 @@ def test_resume_is_bit_exact(tmp_path, tiny):
                  '-o', 'step_limit=2') == 0
     assert load_checkpoint(cut / 'epoch-last.pth')['epoch'] == 2
     assert train(tmp_path, *base, '--name', 'cut', '--resume', str(cut / 'epoch-last.pth')) == 0
-    full = tmp_path / 'save' / 'full'
-    a, b = metrics(full), metrics(cut)
-    keys = ('epoch', 'train_loss', 'lr', 'val_psnr', 'val_loss')
-    assert [[r[k] for k in keys] for r in a] == [[r[k] for k in keys] for r in b]
-    ca, cb = load_checkpoint(full / 'epoch-last.pth'), load_checkpoint(cut / 'epoch-last.pth')
-    _same_state(ca['model']['sd'], cb['model']['sd'])
-    assert ca['train_state']['history'] == ca['train_state']['history']
-    sa, sb = ca['optimizer']['sd']['state'], cb['optimizer']['sd']['state']
-    assert all(torch.equal(sa[i]['exp_avg_sq'], sb[i]['exp_avg_sq']) for i in sa)
+    _same_runs(tmp_path / 'save' / 'full', cut)
+    assert len(metrics(cut)) == 3
 
 
-def test_resume_from_a_copied_checkpoint_with_workers(tmp_path, tiny):
-    base = ['--config', tiny, '-o', 'epoch_max=2', '-o', 'num_workers=2']
-    assert train(tmp_path, *base, '--name', 'w_full') == 0
-    assert train(tmp_path, *base, '--name', 'w_cut', '-o', 'step_limit=3') == 0
+def test_resume_from_a_copied_checkpoint_with_other_workers(tmp_path, tiny):
+    base = ['--config', tiny, '-o', 'epoch_max=2']
+    assert train(tmp_path, *base, '--name', 'w_full', '-o', 'num_workers=0') == 0
+    assert train(tmp_path, *base, '--name', 'w_cut', '-o', 'num_workers=2', '-o', 'step_limit=3') == 0
+    cut = load_checkpoint(tmp_path / 'save' / 'w_cut' / 'epoch-last.pth')
+    assert (cut['epoch'], cut['train_state']['step']) == (1, 1)  # mid-epoch 2
     elsewhere = tmp_path / 'moved.pth'
     os.replace(tmp_path / 'save' / 'w_cut' / 'epoch-last.pth', elsewhere)
-    # no --config: the stored one is used; the run continues in a new folder
-    assert train(tmp_path, '--resume', str(elsewhere), '--name', 'w_resumed') == 0
-    a = load_checkpoint(tmp_path / 'save' / 'w_full' / 'epoch-last.pth')
-    b = load_checkpoint(tmp_path / 'save' / 'w_resumed' / 'epoch-last.pth')
-    _same_state(a['model']['sd'], b['model']['sd'])
-    assert metrics(tmp_path / 'save' / 'w_resumed')[-1]['train_loss'] == metrics(tmp_path / 'save' / 'w_full')[-1]['train_loss']
+    # no --config: the stored one is used (-o still applies); the run continues in a new folder
+    assert train(tmp_path, '--resume', str(elsewhere), '--name', 'w_resumed', '-o', 'num_workers=1') == 0
+    resumed = tmp_path / 'save' / 'w_resumed'
+    assert load_checkpoint(resumed / 'epoch-last.pth')['train_state']['config']['num_workers'] == 1
+    # epoch 1 is in the resumed run's history only
+    full = load_checkpoint(tmp_path / 'save' / 'w_full' / 'epoch-last.pth')['train_state']['history']
+    assert _records(load_checkpoint(resumed / 'epoch-last.pth')['train_state']['history']) == _records(full)
+    assert _records(metrics(resumed)) == _records(full)[1:]
+    _same_state(load_checkpoint(resumed / 'epoch-last.pth')['model']['sd'],
+                load_checkpoint(tmp_path / 'save' / 'w_full' / 'epoch-last.pth')['model']['sd'])
 
 
 def test_resume_released_format_sets_lr_in_closed_form(tmp_path, tiny):
@@ -129,6 +172,32 @@ def test_resume_released_format_sets_lr_in_closed_form(tmp_path, tiny):
                  '-o', 'epoch_max=2') == 0
     rec = metrics(tmp_path / 'save' / 'r2')
     assert [r['epoch'] for r in rec] == [2] and rec[0]['lr'] == pytest.approx(5e-4)
+
+
+def test_resume_honours_a_new_lr_as_the_schedule_base(tmp_path, tiny):
+    assert train(tmp_path, '--config', tiny, '--name', 'lr', '-o', 'epoch_max=1') == 0
+    run = tmp_path / 'save' / 'lr'
+    assert train(tmp_path, '--resume', str(run / 'epoch-last.pth'), '-o', 'epoch_max=2',
+                 '-o', 'optimizer.args.lr=4.e-3', '-o', 'optimizer.args.weight_decay=1.e-4') == 0
+    # milestone 1 is behind: epoch 2 trains at half the new base
+    assert [r['lr'] for r in metrics(run)] == [1e-3, 2e-3]
+    assert yaml.safe_load((run / 'config.yaml').read_text())['optimizer']['args'] == {'lr': 4e-3, 'weight_decay': 1e-4}
+    ckpt = load_checkpoint(run / 'epoch-last.pth')
+    group = ckpt['optimizer']['sd']['param_groups'][0]
+    assert (group['lr'], group['initial_lr'], group['weight_decay']) == (2e-3, 4e-3, 1e-4)
+    assert ckpt['optimizer']['args'] == {'lr': 4e-3, 'weight_decay': 1e-4}
+    assert ckpt['train_state']['scheduler']['base_lrs'] == [4e-3]
+    assert ("optimizer settings of the config in force replace the checkpoint's: lr 0.001 -> 0.004, "
+            "weight_decay 0 -> 0.0001") in (run / 'log.txt').read_text()
+
+
+def test_a_schedule_added_on_resume_counts_the_done_epochs(tmp_path, tiny):
+    assert train(tmp_path, '--config', tiny, '--name', 's', '-o', 'epoch_max=2', '-o', 'multi_step_lr=null') == 0
+    run = tmp_path / 'save' / 's'
+    assert train(tmp_path, '--resume', str(run / 'epoch-last.pth'), '-o', 'epoch_max=3',
+                 '-o', 'multi_step_lr={milestones: [1, 3], gamma: 0.5}') == 0
+    assert [r['lr'] for r in metrics(run)] == [1e-3, 1e-3, 5e-4]
+    assert load_checkpoint(run / 'epoch-last.pth')['optimizer']['sd']['param_groups'][0]['lr'] == 2.5e-4
 
 
 def test_nonfinite_loss_names_epoch_and_step(tmp_path, tiny):
@@ -250,6 +319,12 @@ def test_two_process_ddp_on_cpu(tmp_path, tiny):
     assert [r['epoch'] for r in rec] == [1, 2]
     assert load_checkpoint(run / 'epoch-last.pth')['train_state']['world_size'] == 2
     assert len(load_checkpoint(run / 'epoch-last.pth')['train_state']['rng']) == 2
+    # one process cannot continue it: refused in one line before the run folder is touched
+    before = {n: (run / n).read_bytes() for n in ('config.yaml', 'command.txt', 'log.txt', 'epoch-last.pth')}
+    with pytest.raises(UserError, match=r'written by a run of 2 process\(es\), this run has 1: resume it with 2') as e:
+        train(tmp_path, '--resume', str(run / 'epoch-last.pth'), '-o', 'epoch_max=3')
+    assert '\n' not in str(e.value)
+    assert {n: (run / n).read_bytes() for n in before} == before
 
 
 def test_short_training_lowers_validation_loss(tmp_path, tiny):
@@ -257,3 +332,46 @@ def test_short_training_lowers_validation_loss(tmp_path, tiny):
                  '-o', 'train_dataset.dataset.args.repeat=3', '-o', 'optimizer.args.lr=3.e-3') == 0
     rec = metrics(tmp_path / 'save' / 'learn')
     assert rec[-1]['val_loss'] < 0.7 * rec[0]['val_loss'], [r['val_loss'] for r in rec]
+
+
+def test_bf16_autocast_trains_on_the_cpu(tmp_path, tiny):
+    base = ['--config', tiny, '-o', 'epoch_max=2', '-o', 'epoch_val=2']
+    assert train(tmp_path, *base, '--name', 'fp32') == 0
+    assert train(tmp_path, *base, '--name', 'bf16', '-o', 'amp=bf16') == 0
+    assert train(tmp_path, *base, '--name', 'bf16_cut', '-o', 'amp=bf16', '-o', 'step_limit=3') == 0
+    cut = tmp_path / 'save' / 'bf16_cut'
+    assert train(tmp_path, '--resume', str(cut / 'epoch-last.pth')) == 0
+    fp32, bf16 = metrics(tmp_path / 'save' / 'fp32'), metrics(tmp_path / 'save' / 'bf16')
+    # bf16 rounding shows in the losses (autocast is on) but stays small; resuming is still bit-exact
+    for a, b in zip(fp32, bf16):
+        assert a['train_loss'] != b['train_loss'] and b['train_loss'] == pytest.approx(a['train_loss'], rel=0.02)
+    assert bf16[-1]['val_loss'] != fp32[-1]['val_loss']
+    assert bf16[-1]['val_loss'] == pytest.approx(fp32[-1]['val_loss'], rel=0.02)
+    _same_runs(tmp_path / 'save' / 'bf16', cut)
+
+
+def test_fp16_on_the_cpu_is_refused_before_any_work(tmp_path, tiny):
+    with pytest.raises(UserError, match='amp fp16 trains on CUDA only; on the CPU use amp: bf16') as e:
+        train(tmp_path, '--config', tiny, '-o', 'amp=fp16')
+    assert '\n' not in str(e.value)
+    assert not os.path.exists(tmp_path / 'save')
+
+
+def test_compile_trains_like_eager_and_saves_plain_weights(tmp_path, tiny, monkeypatch):
+    """compile: true through the trainer; TorchDynamo's 'eager' backend, since inductor needs ~45 s on this CPU."""
+    calls = []
+    real_compile = torch.compile
+
+    def eager_compile(model, **kwargs):
+        calls.append(type(model).__name__)
+        return real_compile(model, backend='eager', **kwargs)
+    monkeypatch.setattr(torch, 'compile', eager_compile)
+    base = ['--config', tiny, '-o', 'epoch_max=2', '-o', 'epoch_val=2']
+    assert train(tmp_path, *base, '--name', 'plain') == 0
+    assert train(tmp_path, *base, '--name', 'compiled', '-o', 'compile=true', '-o', 'step_limit=3') == 0
+    run = tmp_path / 'save' / 'compiled'
+    assert train(tmp_path, '--resume', str(run / 'epoch-last.pth')) == 0
+    assert calls == ['LIIF', 'LIIF']
+    assert not any('_orig_mod' in k for k in load_checkpoint(run / 'epoch-last.pth')['model']['sd'])
+    load_model(run / 'epoch-last.pth')
+    _same_runs(tmp_path / 'save' / 'plain', run)

@@ -27,8 +27,8 @@ class TrainingDiverged(UserError):
 
 
 def autocast(device: torch.device, amp: Optional[str]) -> ContextManager:
-    """torch.autocast for amp bf16 / fp16 on CUDA; a no-op otherwise (training's amp is CUDA-only)."""
-    return inference_autocast(device, amp if device.type == 'cuda' else None)
+    """torch.autocast for amp bf16 (CUDA or CPU) / fp16 (CUDA: the trainer refuses it on the CPU); no-op for None."""
+    return inference_autocast(device, amp)
 
 
 def to_device(batch: Dict[str, torch.Tensor], device: torch.device) -> Dict[str, torch.Tensor]:

@@ -1,7 +1,7 @@
 """What a checkpoint holds beyond the released format, so that a stopped run resumes bit-exactly."""
 import bisect
 import collections
-import logging
+import inspect
 import random
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
@@ -9,13 +9,15 @@ from typing import Any, Dict, List, Optional
 import numpy as np
 import torch
 
+from training.config import OPTIMIZERS
 from training.dist import DistInfo, all_gather_objects
-from training.monitor import LOGGER
 from utils.checkpoint import model_spec, save_checkpoint
 from utils.errors import UserError
 from utils.norm import DataNorm
 
 STATE_VERSION = 1
+# optimizer settings that decide which buffers the optimizer state holds (Adam's max_exp_avg_sq)
+STATE_SHAPING = ('amsgrad',)
 
 
 @dataclass
@@ -108,46 +110,109 @@ def _closed_form_lr(scheduler: Any, epoch: int) -> None:
     scheduler._last_lr = [g['lr'] for g in scheduler.optimizer.param_groups]
 
 
+def _base_lr(name: str, args: Dict[str, Any]) -> float:
+    """The lr an optimizer spec starts from: args['lr'], else the optimizer's default."""
+    if 'lr' in args:
+        return float(args['lr'])
+    return float(inspect.signature(OPTIMIZERS[name]).parameters['lr'].default)
+
+
+def _settings(optimizer: torch.optim.Optimizer) -> List[Dict[str, Any]]:
+    """Every param group's hyperparameters (all but its params), as the config in force made them."""
+    return [{k: v for k, v in g.items() if k != 'params'} for g in optimizer.param_groups]
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equal settings; a YAML list and the tuple a checkpoint holds (betas) count as equal."""
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return list(a) == list(b)
+    return a == b
+
+
+def _apply_settings(optimizer: torch.optim.Optimizer, fresh: List[Dict[str, Any]], old_base: float,
+                    scheduled: bool) -> List[str]:
+    """Give the loaded param groups the config's hyperparameters; the changes, as 'key old -> new'.
+
+    The lr keeps the decays of the loaded schedule: lr = new base * loaded lr / old base.
+    """
+    changes = []
+    for group, new in zip(optimizer.param_groups, fresh):
+        new_base = float(new.get('initial_lr', new['lr']))
+        for key, value in new.items():
+            if key in ('lr', 'initial_lr'):
+                continue
+            if key in STATE_SHAPING and not _same(group.get(key, value), value):
+                raise UserError(f"optimizer.args.{key} cannot change on resume ({group[key]} in the "
+                                f"checkpoint): it changes what the optimizer's state holds")
+            if key in group and not _same(group[key], value):
+                changes.append(f"{key} {group[key]} -> {value}")
+            group[key] = value
+        if new_base != old_base:
+            changes.append(f"lr {old_base:g} -> {new_base:g}")
+            group['lr'] = new_base * (group['lr'] / old_base if old_base else 1.0)
+        if scheduled:
+            group['initial_lr'] = new_base
+    return sorted(set(changes))
+
+
+def check_world_size(ckpt: Dict[str, Any], info: DistInfo, path: str) -> None:
+    """Refuse another process count: the epoch's sharding, step counts and per-rank RNG states depend on it."""
+    written = (ckpt.get('train_state') or {}).get('world_size', info.world_size)
+    if written != info.world_size:
+        raise UserError(f"checkpoint {path} was written by a run of {written} process(es), this run has "
+                        f"{info.world_size}: resume it with {written} (torchrun --nproc_per_node={written} "
+                        f"train_liif.py --resume {path}, or --gpu with {written} ids)")
+
+
+@dataclass
+class Restored:
+    """Where a resumed run goes on, and the optimizer settings the config in force changed ('key old -> new')."""
+    progress: Progress
+    optimizer_changes: List[str] = field(default_factory=list)
+
+
 def restore(ckpt: Dict[str, Any], model: torch.nn.Module, optimizer: torch.optim.Optimizer,
             scheduler: Any, scaler: torch.amp.GradScaler, cfg: Dict[str, Any], info: DistInfo,
-            path: str) -> Progress:
+            path: str) -> Restored:
     """Load weights, optimizer, schedule, scaler and RNGs; return where training goes on.
 
+    The config in force decides the optimizer's hyperparameters (a changed lr becomes the schedule's
+    base) and the schedule; a schedule the checkpoint lacks starts at its completed epoch.
     Checkpoints of the original release (no train_state) resume at the next epoch, lr in closed form.
     """
+    check_world_size(ckpt, info, path)
+    state = ckpt.get('train_state')
     try:
         model.load_state_dict(ckpt['model']['sd'])
     except RuntimeError:
         raise UserError(f"checkpoint {path} holds a {ckpt['model']['name']!r} model that does not fit "
                         f"the config's model") from None
-    if ckpt.get('optimizer', {}).get('name', cfg['optimizer']['name']) != cfg['optimizer']['name']:
+    name = cfg['optimizer']['name']
+    if ckpt.get('optimizer', {}).get('name', name) != name:
         raise UserError(f"checkpoint {path} was trained with optimizer {ckpt['optimizer']['name']!r}, "
-                        f"the config names {cfg['optimizer']['name']!r}")
+                        f"the config names {name!r}")
+    changes: List[str] = []
     if 'optimizer' in ckpt:
+        fresh = _settings(optimizer)
         optimizer.load_state_dict(ckpt['optimizer']['sd'])
+        changes = _apply_settings(optimizer, fresh, _base_lr(name, ckpt['optimizer'].get('args') or {}),
+                                  scheduler is not None)
     epoch_done = int(ckpt.get('epoch', 0))
-    state = ckpt.get('train_state')
-    if state is None:
-        if scheduler is not None:
+    if scheduler is not None:
+        if state is not None and state['scheduler'] is not None:
+            milestones, gamma = scheduler.milestones, scheduler.gamma
+            scheduler.load_state_dict(state['scheduler'])
+            # the config in force (maybe overridden) decides the schedule from here on
+            scheduler.milestones, scheduler.gamma = collections.Counter(milestones), gamma
+            scheduler.base_lrs = [g['initial_lr'] for g in optimizer.param_groups]
+            scheduler._last_lr = [g['lr'] for g in optimizer.param_groups]
+        else:
             _closed_form_lr(scheduler, epoch_done)
-        return Progress(epoch=epoch_done + 1)
-    if scheduler is not None and state['scheduler'] is not None:
-        milestones, gamma = scheduler.milestones, scheduler.gamma
-        scheduler.load_state_dict(state['scheduler'])
-        # the config in force (maybe overridden) decides the schedule from here on
-        scheduler.milestones, scheduler.gamma = collections.Counter(milestones), gamma
+    if state is None:
+        return Restored(Progress(epoch=epoch_done + 1), changes)
     if scaler.is_enabled() and state['scaler'] is not None:
         scaler.load_state_dict(state['scaler'])
-    rngs = state['rng']
-    set_rng_state(rngs[info.rank] if len(rngs) == info.world_size else rngs[0])
-    step = state['step']
-    if step and state['world_size'] != info.world_size:
-        # a mid-epoch position means nothing with another sharding of the epoch: redo that epoch
-        logging.getLogger(LOGGER).warning(
-            "checkpoint stopped mid-epoch with %d processes, now %d: epoch %d restarts from its first step",
-            state['world_size'], info.world_size, epoch_done + 1)
-        step = 0
-        state = {**state, 'loss_sum': 0.0}
-    return Progress(epoch=epoch_done + 1, step=step, loss_sum=state['loss_sum'],
-                    global_step=state['global_step'], best_val_psnr=state['best_val_psnr'],
-                    history=list(state['history']))
+    set_rng_state(state['rng'][info.rank])
+    return Restored(Progress(epoch=epoch_done + 1, step=state['step'], loss_sum=state['loss_sum'],
+                             global_step=state['global_step'], best_val_psnr=state['best_val_psnr'],
+                             history=list(state['history'])), changes)

@@ -100,6 +100,8 @@ class Run:
         self.cfg, self.name, self.run_dir, self.info = cfg, name, run_dir, info
         self.log = logging.getLogger(LOGGER)
         self._check_dir(ckpt is not None, req.overwrite)
+        if ckpt is not None:
+            state.check_world_size(ckpt, info, resume)
         seed_everything(cfg['seed'])
         self.amp = self._device_options()
         # local rank 0 fills a bin cache first; the other ranks of its node then only read it
@@ -112,15 +114,16 @@ class Run:
         self.optimizer = make_optimizer(model.parameters(), cfg['optimizer'])
         self.scheduler = make_scheduler(self.optimizer, cfg['multi_step_lr'])
         self.scaler = torch.amp.GradScaler(info.device.type, enabled=self.amp == 'fp16')
-        # the folder appears only now that data and model were built without error
+        restored = state.Restored(state.Progress())
+        if ckpt is not None:
+            restored = state.restore(ckpt, model, self.optimizer, self.scheduler, self.scaler, cfg, info, resume)
+        self.progress = restored.progress
+        # the folder appears only now that data, model and resumed state were set up without error
         if info.is_main:
             create_run_dir(run_dir, req.overwrite, resuming=ckpt is not None)
             write_run_files(run_dir, cfg, req.script, req.argv)
         dist.barrier(info)
         self.monitor = Monitor(run_dir if info.is_main else None)
-        self.progress = state.Progress()
-        if ckpt is not None:
-            self.progress = state.restore(ckpt, model, self.optimizer, self.scheduler, self.scaler, cfg, info, resume)
         self.model = model
         if cfg['compile']:
             # only forward (training steps, validation) is compiled; checkpoints unwrap _orig_mod
@@ -131,7 +134,7 @@ class Run:
         self.norm = DataNorm.from_mapping(cfg['data_norm'])
         self.stopper = Stopper(cfg['time_limit'], cfg['step_limit'], start=t_start)
         self._preview_sample = self._preview_setup()
-        self._log_start(model, resume)
+        self._log_start(model, resume, restored.optimizer_changes)
 
     def _check_dir(self, resuming: bool, overwrite: bool) -> None:
         """The no-clobber check on rank 0, its verdict shared so that every rank stops alike."""
@@ -146,15 +149,14 @@ class Run:
             raise UserError(err)
 
     def _device_options(self) -> Optional[str]:
-        """cuDNN autotuning and TF32 on CUDA; the amp mode in force (None on the CPU)."""
+        """cuDNN autotuning and TF32 on CUDA; the amp mode in force (fp16 needs CUDA, bf16 runs anywhere)."""
         if self.info.device.type == 'cuda':
             torch.backends.cudnn.benchmark = True  # fixed-size crops: autotuned convolutions pay off
             torch.backends.cuda.matmul.allow_tf32 = self.cfg['tf32']
             torch.backends.cudnn.allow_tf32 = self.cfg['tf32']
-            return self.cfg['amp']
-        if self.cfg['amp'] is not None:
-            self.log.warning("amp %s is for CUDA; training in float32 on the CPU", self.cfg['amp'])
-        return None
+        elif self.cfg['amp'] == 'fp16':
+            raise UserError("amp fp16 trains on CUDA only; on the CPU use amp: bf16 or amp: null")
+        return self.cfg['amp']
 
     def _preview_setup(self) -> Optional[Dict[str, torch.Tensor]]:
         """The fixed validation sample (full HR grid) whose prediction is shown in TensorBoard."""
@@ -167,7 +169,7 @@ class Run:
         self.monitor.image('preview/gt', gt_image(sample), step)
         return sample
 
-    def _log_start(self, model: torch.nn.Module, resume: Optional[str]) -> None:
+    def _log_start(self, model: torch.nn.Module, resume: Optional[str], optimizer_changes: List[str]) -> None:
         info, cfg, loaders = self.info, self.cfg, self.loaders
         n_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
         self.log.info("run %s: %s x %d process(es), amp %s, %d loader workers each",
@@ -179,6 +181,9 @@ class Run:
         if resume is not None:
             p = self.progress
             self.log.info("resumed from %s: epoch %d, step %d", resume, p.epoch, p.step)
+            if optimizer_changes:
+                self.log.info("optimizer settings of the config in force replace the checkpoint's: %s",
+                              ', '.join(optimizer_changes))
 
     def _save(self, names: List[str]) -> None:
         """Write the checkpoint under each name (every rank calls this: RNG states are gathered)."""
