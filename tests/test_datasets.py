@@ -148,7 +148,8 @@ def test_downsampled_input_is_the_downscaled_target_after_augmentation():
         h, w = (2 / s['cell'][0]).round().long().tolist()
         hr = s['gt'].view(h, w, 3).permute(2, 0, 1)
         # flips and transposes commute with the resize up to float rounding before 8-bit quantisation
-        assert (downsample(hr, (24, 24)) - s['inp']).abs().max() <= 1 / 255 + 1e-6
+        diff = (downsample(hr, (24, 24)) - s['inp']).abs()
+        assert diff.max() <= 1 / 255 + 1e-6 and (diff > 1e-6).float().mean() <= 0.01  # measured: none differ
         assert not torch.equal(s['inp'], s['inp'].flip(-1))
 
 
