@@ -6,7 +6,9 @@ import torch
 
 import models
 from tests.conftest import shared_path
-from tests.helpers import EXTRA_PARITY, check_extra_parity, check_released_layout
+from tests.helpers import EXTRA_PARITY, check_extra_parity, check_released_layout, one_thread  # noqa: F401
+
+pytestmark = pytest.mark.usefixtures('one_thread')  # see tests/helpers.py
 
 
 def test_upsample_baseline_matches_the_authors_vectors():
