@@ -5,7 +5,8 @@ reproducible stream (the trainer does, every epoch); without it the draws follow
 """
 import copy
 import math
-from typing import Callable, Dict, Optional, Sequence
+from dataclasses import dataclass
+from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -23,42 +24,61 @@ def _as_float(img: torch.Tensor) -> torch.Tensor:
     return u8_to_float(img) if img.dtype == torch.uint8 else img
 
 
-def _random_dihedral(rng: np.random.Generator) -> Callable[[torch.Tensor], torch.Tensor]:
-    """The paper's augmentation: random flips of both axes and a random transpose, the same for LR and HR."""
-    hflip, vflip, dflip = (bool(v) for v in rng.random(3) < 0.5)
+@dataclass(frozen=True)
+class Dihedral:
+    """One of the 8 symmetries of the square: the paper's augmentation, applied alike to LR and HR."""
+    flip_rows: bool   # reverse the order of the rows (top <-> bottom)
+    flip_cols: bool   # reverse the order of the columns (left <-> right)
+    transpose: bool   # swap the two axes, after the flips
 
-    def apply(x: torch.Tensor) -> torch.Tensor:
-        if hflip:
-            x = x.flip(-2)
-        if vflip:
-            x = x.flip(-1)
-        if dflip:
-            x = x.transpose(-2, -1)
-        return x
-    return apply
+    @classmethod
+    def draw(cls, rng: np.random.Generator) -> 'Dihedral':
+        """Each of the three choices with probability 1/2, from one draw of three uniforms."""
+        flip_rows, flip_cols, transpose = (bool(u < 0.5) for u in rng.random(3))
+        return cls(flip_rows, flip_cols, transpose)
+
+    def apply(self, img: torch.Tensor) -> torch.Tensor:
+        """img (..., H, W) under this symmetry."""
+        if self.flip_rows:
+            img = img.flip(-2)
+        if self.flip_cols:
+            img = img.flip(-1)
+        return img.transpose(-2, -1) if self.transpose else img
 
 
-def _samples(inp: torch.Tensor, hr: torch.Tensor, sample_q: Optional[int],
-             rng: np.random.Generator) -> Dict[str, torch.Tensor]:
-    """Coordinates, cells and colours of the HR pixels (all, or sample_q drawn without replacement)."""
+def _random_window(rng: np.random.Generator, hw: Sequence[int], side: int) -> Tuple[int, int]:
+    """(top, left) of a side x side window drawn uniformly inside an image of size hw (top drawn first)."""
+    top = int(rng.integers(0, hw[0] - side + 1))
+    left = int(rng.integers(0, hw[1] - side + 1))
+    return top, left
+
+
+def _window(img: torch.Tensor, top: int, left: int, side: int) -> torch.Tensor:
+    """The side x side window of img (C, H, W) at (top, left)."""
+    return img[:, top:top + side, left:left + side]
+
+
+def _pixel_samples(lr: torch.Tensor, hr: torch.Tensor, sample_q: Optional[int],
+                   rng: np.random.Generator) -> Dict[str, torch.Tensor]:
+    """LR input plus coordinates, cells and colours of the HR pixels (all, or sample_q without replacement)."""
     coord, rgb = to_pixel_samples(hr.contiguous())
     if sample_q is not None:
         if sample_q > len(coord):
             raise UserError(f"sample_q {sample_q} exceeds the {len(coord)} pixels of an HR crop "
                             f"of {tuple(hr.shape[-2:])}")
-        idx = torch.from_numpy(rng.choice(len(coord), sample_q, replace=False))
-        coord, rgb = coord[idx], rgb[idx]
-    return {'inp': inp.contiguous(), 'coord': coord, 'cell': make_cell(coord, hr.shape[-2:]),
+        chosen = torch.from_numpy(rng.choice(len(coord), sample_q, replace=False))
+        coord, rgb = coord[chosen], rgb[chosen]
+    return {'inp': lr.contiguous(), 'coord': coord, 'cell': make_cell(coord, hr.shape[-2:]),
             'gt': rgb.contiguous()}
 
 
-def _augmented_samples(crop_lr: torch.Tensor, crop_hr: torch.Tensor, augment: bool, sample_q: Optional[int],
-                       rng: np.random.Generator) -> Dict[str, torch.Tensor]:
-    """The same random dihedral transform on both crops if `augment`, then the HR pixel samples."""
+def _training_sample(lr: torch.Tensor, hr: torch.Tensor, augment: bool, sample_q: Optional[int],
+                     rng: np.random.Generator) -> Dict[str, torch.Tensor]:
+    """_pixel_samples of the pair, after one random symmetry of both if `augment` (drawn before the pixels)."""
     if augment:
-        aug = _random_dihedral(rng)
-        crop_lr, crop_hr = aug(crop_lr), aug(crop_hr)
-    return _samples(crop_lr, crop_hr, sample_q, rng)
+        symmetry = Dihedral.draw(rng)
+        lr, hr = symmetry.apply(lr), symmetry.apply(hr)
+    return _pixel_samples(lr, hr, sample_q, rng)
 
 
 def _resize_short_edge(img: torch.Tensor, size: int, method: str) -> torch.Tensor:
@@ -105,20 +125,19 @@ class SRImplicitPaired(_Wrapper):
 
     def __getitem__(self, idx: int) -> Dict[str, torch.Tensor]:
         rng = self.rng(idx)
-        img_lr, img_hr = self.dataset[idx]
-        s = img_hr.shape[-2] // img_lr.shape[-2]
-        if self.inp_size is None:
-            h_lr, w_lr = img_lr.shape[-2:]
-            crop_lr, crop_hr = img_lr, img_hr[:, :h_lr * s, :w_lr * s]
+        lr, hr = self.dataset[idx]
+        scale = hr.shape[-2] // lr.shape[-2]
+        if self.inp_size is None:  # the whole LR, and the HR rows and columns it covers
+            lr_h, lr_w = lr.shape[-2:]
+            hr = hr[:, :lr_h * scale, :lr_w * scale]
         else:
-            w_lr = self.inp_size
-            if min(img_lr.shape[-2:]) < w_lr:
-                raise UserError(f"LR image of {tuple(img_lr.shape[-2:])} px is smaller than inp_size {w_lr}")
-            x0 = int(rng.integers(0, img_lr.shape[-2] - w_lr + 1))
-            y0 = int(rng.integers(0, img_lr.shape[-1] - w_lr + 1))
-            crop_lr = img_lr[:, x0:x0 + w_lr, y0:y0 + w_lr]
-            crop_hr = img_hr[:, x0 * s:(x0 + w_lr) * s, y0 * s:(y0 + w_lr) * s]
-        return _augmented_samples(_as_float(crop_lr), _as_float(crop_hr), self.augment, self.sample_q, rng)
+            side = self.inp_size
+            if min(lr.shape[-2:]) < side:
+                raise UserError(f"LR image of {tuple(lr.shape[-2:])} px is smaller than inp_size {side}")
+            top, left = _random_window(rng, lr.shape[-2:], side)
+            lr = _window(lr, top, left, side)
+            hr = _window(hr, top * scale, left * scale, side * scale)
+        return _training_sample(_as_float(lr), _as_float(hr), self.augment, self.sample_q, rng)
 
 
 @register('sr-implicit-downsampled')
@@ -157,20 +176,18 @@ class SRImplicitDownsampled(_Wrapper):
     def __getitem__(self, idx: int) -> Dict[str, torch.Tensor]:
         rng = self.rng(idx)
         img = self.dataset[idx]
-        s = self._scale(rng, img.shape[-2:])
+        scale = self._scale(rng, img.shape[-2:])
         if self.inp_size is None:
-            h_lr = math.floor(img.shape[-2] / s + 1e-9)
-            w_lr = math.floor(img.shape[-1] / s + 1e-9)
-            crop_hr = _as_float(img[:, :round(h_lr * s), :round(w_lr * s)])
-            crop_lr = downsample(crop_hr, (h_lr, w_lr), self.resize)
+            # the largest LR that fits and the HR region it stands for; 1e-9 keeps a whole ratio that
+            # floating point puts just below an integer (0.7 / 0.1 = 6.99..) from losing a pixel
+            lr_hw = tuple(math.floor(n / scale + 1e-9) for n in img.shape[-2:])
+            hr = _as_float(img[:, :round(lr_hw[0] * scale), :round(lr_hw[1] * scale)])
         else:
-            w_lr = self.inp_size
-            w_hr = min(round(w_lr * s), *img.shape[-2:])  # a capped scale may round one pixel over
-            x0 = int(rng.integers(0, img.shape[-2] - w_hr + 1))
-            y0 = int(rng.integers(0, img.shape[-1] - w_hr + 1))
-            crop_hr = _as_float(img[:, x0:x0 + w_hr, y0:y0 + w_hr])
-            crop_lr = downsample(crop_hr, (w_lr, w_lr), self.resize)
-        return _augmented_samples(crop_lr, crop_hr, self.augment, self.sample_q, rng)
+            lr_hw = (self.inp_size, self.inp_size)
+            side = min(round(self.inp_size * scale), *img.shape[-2:])  # a capped scale may round one pixel over
+            top, left = _random_window(rng, img.shape[-2:], side)
+            hr = _as_float(_window(img, top, left, side))
+        return _training_sample(downsample(hr, lr_hw, self.resize), hr, self.augment, self.sample_q, rng)
 
 
 @register('sr-implicit-uniform-varied')
@@ -191,17 +208,16 @@ class SRImplicitUniformVaried(_Wrapper):
 
     def hr_size(self, idx: int) -> int:
         """The smaller edge of sample idx's HR target."""
-        p = idx / (len(self.dataset) - 1) if len(self.dataset) > 1 else 0.0
-        return round(self.size_min + (self.size_max - self.size_min) * p)
+        progress = idx / (len(self.dataset) - 1) if len(self.dataset) > 1 else 0.0
+        return round(self.size_min + (self.size_max - self.size_min) * progress)
 
     def __getitem__(self, idx: int) -> Dict[str, torch.Tensor]:
         rng = self.rng(idx)
-        img_lr, img_hr = self.dataset[idx]
-        img_lr = _as_float(img_lr)
-        img_hr = _resize_short_edge(_as_float(img_hr), self.hr_size(idx), self.resize)
-        if self.augment and rng.random() < 0.5:
-            img_lr, img_hr = img_lr.flip(-1), img_hr.flip(-1)
+        lr, hr = self.dataset[idx]
+        lr = _as_float(lr)
+        hr = _resize_short_edge(_as_float(hr), self.hr_size(idx), self.resize)
+        if self.augment and rng.random() < 0.5:  # mirror both left <-> right
+            lr, hr = lr.flip(-1), hr.flip(-1)
         if self.gt_resize is not None:
-            img_hr = _resize_short_edge(img_hr, self.gt_resize, self.resize)
-        return _samples(img_lr, img_hr, self.sample_q, rng)
-
+            hr = _resize_short_edge(hr, self.gt_resize, self.resize)
+        return _pixel_samples(lr, hr, self.sample_q, rng)

@@ -1,4 +1,5 @@
 """Helpers for the evaluation and demo tests: tiny checkpoints and running the scripts as a user would."""
+import json
 import os
 import subprocess
 import sys
@@ -10,6 +11,7 @@ import torch
 from PIL import Image
 
 import models
+from tests.conftest import shared_path
 from utils.checkpoint import model_spec, save_checkpoint
 from utils.coord import make_cell, make_coord
 from utils.imresize import imresize
@@ -95,3 +97,42 @@ def write_small_pairs(src_dir: str, root, scale: int = 2, names=('bird.png', 'he
         lr = imresize(torch.from_numpy(hr.copy()).permute(2, 0, 1), size=(hr_size // scale,) * 2)
         Image.fromarray(lr.permute(1, 2, 0).numpy()).save(os.path.join(lr_dir, name))
     return lr_dir, hr_dir
+
+
+EXTRA_PARITY = ('reference', 'liif-extra-parity')
+
+
+def max_scaled_error(got: torch.Tensor, want: torch.Tensor) -> float:
+    """max |got - want| / max(1, |want|): absolute error for values up to 1, relative above."""
+    return ((got - want).abs() / want.abs().clamp(min=1)).max().item()
+
+
+def check_extra_parity(path: str, tol: float = 1e-5) -> None:
+    """Build liif-extra-parity's NAME.pth through models.make from its stored spec and meet NAME.vectors.pt.
+
+    `feat` (the encoder's output) and every case's output must be within `tol` (max_scaled_error), on
+    the default encoder memory format (channels_last) and on the plain one.
+    """
+    ckpt = torch.load(path + '.pth', map_location='cpu', weights_only=True)['model']
+    vectors = torch.load(path + '.vectors.pt', map_location='cpu', weights_only=True)
+    model = models.make(ckpt, load_sd=True).eval()
+    assert vectors['cases'], path
+    for channels_last in (True, False):
+        model.channels_last = channels_last
+        with torch.no_grad():
+            feat = model.gen_feat(vectors['input'])
+            assert feat.shape == vectors['feat'].shape
+            assert max_scaled_error(feat, vectors['feat']) <= tol, ('feat', channels_last)
+            for key, case in vectors['cases'].items():
+                out = model(vectors['input'], case['coord'], case['cell'])
+                assert out.shape == case['output'].shape
+                assert max_scaled_error(out, case['output']) <= tol, (key, channels_last)
+
+
+def check_released_layout(name: str) -> None:
+    """models.make(spec) of liif-extra-parity/state_dict_keys.json[name] has its keys, shapes and parameter counts."""
+    released = json.load(open(shared_path(*EXTRA_PARITY, 'state_dict_keys.json')))[name]
+    model = models.make(released['spec'])
+    assert [[k, list(v.shape)] for k, v in model.state_dict().items()] == released['state_dict']
+    assert sum(p.numel() for p in model.parameters()) == released['num_params_all']
+    assert sum(p.numel() for p in model.parameters() if p.requires_grad) == released['num_params_trainable']

@@ -18,6 +18,7 @@ from evaluation.protocol import (apply_root_overrides, bicubic_predictor, evalua
 from utils.image import read_rgb_u8, u8_to_float
 from utils.imresize import imresize
 from utils.norm import DataNorm
+from utils.metrics import ssim
 
 CPU = torch.device('cpu')
 NORM = {'inp': {'sub': [0.5], 'div': [0.5]}, 'gt': {'sub': [0.5], 'div': [0.5]}}
@@ -62,14 +63,17 @@ def test_div2k_protocol_with_bicubic_on_published_lr():
     lr_root, hr_root = os.path.join(root, 'LR_bicubic', 'x3'), os.path.join(root, 'HR', 'x3')
     loader = make_test_loader(_paired(lr_root, hr_root), parse_eval_type('div2k-3'), 'unused')
     res = evaluate(bicubic_predictor(), loader, parse_eval_type('div2k-3'), CPU, with_ssim=True)
-    expected = []
+    expected, expected_ssim = [], []
     for lr_path, hr_path in zip(sorted(glob.glob(lr_root + '/*.png')), sorted(glob.glob(hr_root + '/*.png'))):
         lr, hr = u8_to_float(read_rgb_u8(lr_path)).double(), u8_to_float(read_rgb_u8(hr_path)).double()
         up = imresize(lr, size=hr.shape[-2:]).clamp(0, 1)
         expected.append(np_psnr(up.numpy(), hr.numpy(), shave=9, y=False))
+        expected_ssim.append(ssim(up, hr, shave=9).item())  # on Y, the same shave
     assert res['images'] == 5
     assert res['psnr'] == pytest.approx(np.mean(expected), abs=1e-4)
-    assert 0.5 < res['ssim'] < 1
+    assert res['psnr'] == pytest.approx(28.662395, abs=1e-4)
+    assert res['ssim'] == pytest.approx(np.mean(expected_ssim), abs=1e-6)
+    assert res['ssim'] == pytest.approx(0.8696315, abs=1e-6)
 
 
 @pytest.mark.usefixtures('one_thread')

@@ -90,8 +90,9 @@ def test_float_path_matches_pil_away_from_borders(out_hw):
     pil = np.asarray(Image.fromarray(img.float().numpy(), mode='F').resize(out_hw[::-1], Image.BICUBIC))
     mh = math.ceil(3 * max(1, out_hw[0] / 60)) + 1
     mw = math.ceil(3 * max(1, out_hw[1] / 80)) + 1
-    np.testing.assert_allclose(ours[mh:-mh, mw:-mw], pil[mh:-mh, mw:-mw], atol=2e-5)
-    assert np.abs(ours - pil).max() > 1e-4  # the borders do differ: replicate is not PIL's rule
+    # PIL works in float32 (measured up to 1.1e-7 away); the borders differ by 0.02-0.03: replicate is not PIL's rule
+    np.testing.assert_allclose(ours[mh:-mh, mw:-mw], pil[mh:-mh, mw:-mw], rtol=0, atol=5e-7)
+    assert np.abs(ours - pil).max() > 0.01
 
 
 def test_shapes_dtypes_and_constants():
