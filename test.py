@@ -27,6 +27,8 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     p.add_argument('--lr-cache', default='./load/_lr_cache',
                    help="where LR images generated for a missing LR_bicubic folder are kept")
     p.add_argument('--ssim', action='store_true', help="also compute SSIM (on Y)")
+    p.add_argument('--trust-checkpoint', action='store_true',
+                   help="load a checkpoint holding arbitrary Python objects (unpickling it can run any code)")
     return p.parse_args(argv)
 
 
@@ -41,7 +43,7 @@ def main(argv: Optional[List[str]] = None) -> None:
         raise UserError(f"--eval-bsize must be positive, not {bsize}")
     overrides = [parse_root_override(t) for t in args.data_root]
     device = select_device(args.gpu)
-    model = load_sr_model(args.model, device)
+    model = load_sr_model(args.model, device, trusted=args.trust_checkpoint)
     loader = make_test_loader(cfg.get('test_dataset'), protocol, args.lr_cache, overrides)
     log.info("%d images, %s, %s", len(loader.dataset), cfg.get('eval_type'), protocol.describe())
     res = evaluate(liif_predictor(model, cfg.get('data_norm'), bsize), loader, protocol, device, args.ssim)

@@ -21,8 +21,8 @@ def select_device(gpu: Optional[str]) -> torch.device:
     if not gpu.isdigit():
         raise UserError(f"--gpu takes a device number such as 0 (or cpu), not {gpu!r}")
     if not torch.cuda.is_available():
-        log.warning("--gpu %s asked for, but CUDA is not available: running on the CPU", gpu)
-        return torch.device('cpu')
+        # one rule for every script (train_liif.py too): a GPU asked for and absent stops the run
+        raise UserError(f"--gpu {gpu}: CUDA is not available here (drop --gpu, or pass --gpu cpu, to run on the CPU)")
     if int(gpu) >= torch.cuda.device_count():
         raise UserError(f"--gpu {gpu}: only {torch.cuda.device_count()} CUDA device(s) present")
     return _exact_fp32(torch.device(f'cuda:{int(gpu)}'))
@@ -40,9 +40,9 @@ def _exact_fp32(device: torch.device) -> torch.device:
     return device
 
 
-def load_sr_model(path: str, device: torch.device) -> torch.nn.Module:
+def load_sr_model(path: str, device: torch.device, trusted: bool = False) -> torch.nn.Module:
     """Model of a checkpoint that can be queried at any coordinate (gen_feat + query_rgb), in eval mode."""
-    ckpt = load_checkpoint(path, map_location='cpu')
+    ckpt = load_checkpoint(path, map_location='cpu', trusted=trusted)
     spec = ckpt['model']
     model = models.make(spec, load_sd=True)
     if not (callable(getattr(model, 'gen_feat', None)) and callable(getattr(model, 'query_rgb', None))):
