@@ -56,9 +56,9 @@ def read_image(path: str) -> InputImage:
         raise UserError(f"image not found: {path}")
     try:
         with Image.open(path) as im:
+            deep = _png16(path) if im.format == 'PNG' and _png16_rawmode(im) else None  # tile: before load()
             im.load()
             frames = getattr(im, 'n_frames', 1)
-            deep = _png16(path) if im.format == 'PNG' and _png16_rawmode(im) else None
             img = decode(im, deep)
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError, struct.error, zlib.error) as e:
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
