@@ -7,6 +7,7 @@ The output is written band by band into one preallocated 8-bit (or 16-bit) buffe
 through a temporary file and a rename: a failed run leaves no output file.
 """
 import argparse
+import dataclasses
 import logging
 import math
 import os
@@ -20,8 +21,9 @@ from tqdm import tqdm
 from utils.cli import run_cli
 from utils.errors import UserError
 from utils.image_io import (NO_ALPHA_FORMATS, SIXTEEN_BIT_FORMATS, InputImage, output_format,
-                            read_image, save_atomic)
+                            read_image, same_file, save_atomic)
 from utils.imresize import RowResizer
+from inference.thin import THIN_SIDE, pad_thin_input
 from inference.bounded import iter_upscale_bands
 from inference.loading import load_sr, select_device
 from utils.norm import DEMO, DataNorm
@@ -41,12 +43,27 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     p.add_argument('--input', required=True, help="image to upscale (any format PIL reads)")
     p.add_argument('--model', default=None, help="LIIF / MetaSR checkpoint (default: the bundled model)")
     size = p.add_mutually_exclusive_group(required=True)
-    size.add_argument('--resolution', help="output size H,W in pixels")
-    size.add_argument('--scale', help="scale factor, any positive number (e.g. 2.5)")
+    size.add_argument('--resolution', help="output size H,W in pixels (height first, as the original LIIF demo)")
+    size.add_argument('--scale', help="scale factor, any positive number (e.g. 2.5; below 1: antialiased downscale)")
     p.add_argument('--output', required=True, help="output image; the format follows the extension")
-    p.add_argument('--gpu', default=None, help="CUDA device number, or cpu (default: cuda:0 when CUDA is present, else the CPU)")
+    p.add_argument('--overwrite', action='store_true', help="allow --output to be the input file itself")
+    p.add_argument('--gpu', default=None, help="CUDA device number (stops if CUDA is absent), or cpu "
+                                               "(default: cuda:0 when CUDA is present, else the CPU)")
     p.add_argument('--bsize', type=int, default=30000, help="queries per model call (bounds memory)")
-    return p.parse_args(argv)
+    p.add_argument('--trust-checkpoint', action='store_true',
+                   help="load a checkpoint holding arbitrary Python objects (runs code from the file)")
+    return p.parse_args(_glue_values(list(sys.argv[1:] if argv is None else argv)))
+
+
+def _glue_values(argv: List[str]) -> List[str]:
+    """'--resolution -5,5' -> '--resolution=-5,5': argparse takes '-5,5' for an option and prints its usage."""
+    out: List[str] = []
+    for arg in argv:
+        if out and out[-1] in ('--resolution', '--scale') and arg.startswith('-') and len(arg) > 1:
+            out[-1] = f"{out[-1]}={arg}"
+        else:
+            out.append(arg)
+    return out
 
 
 def target_size(in_hw: Sequence[int], resolution: Optional[str], scale: Optional[str]) -> Tuple[int, int]:
@@ -68,11 +85,16 @@ def target_size(in_hw: Sequence[int], resolution: Optional[str], scale: Optional
             raise UserError(f"--scale {scale} gives an output wider than the {MAX_SIDE} px limit")
         h, w = round(in_hw[0] * s), round(in_hw[1] * s)
     if h < 1 or w < 1:
-        raise UserError(f"output size {h}x{w} must be at least 1x1 pixel")
+        raise UserError(f"output size {wxh((h, w))} must be at least 1x1 pixel")
     if max(h, w) > MAX_SIDE or h * w > MAX_PIXELS:
-        raise UserError(f"output size {h}x{w} is beyond the limits ({MAX_SIDE} px a side, "
+        raise UserError(f"output size {wxh((h, w))} is beyond the limits ({MAX_SIDE} px a side, "
                         f"{MAX_PIXELS} px in all)")
     return h, w
+
+
+def wxh(hw: Sequence[int]) -> str:
+    """A (h, w) size written the way image tools write it: 'WxH'."""
+    return f"{hw[1]}x{hw[0]}"
 
 
 def resolve_model(path: Optional[str]) -> str:
@@ -94,7 +116,7 @@ def upscale_image(model: torch.nn.Module, img: InputImage, size: Tuple[int, int]
                   device: torch.device, bsize: int, norm: DataNorm = DEMO) -> np.ndarray:
     """The upscaled image as (H, W, C) integers, filled one band of rows at a time; norm: the model's."""
     h, w = size
-    sixteen = img.bits == 16 and fmt in SIXTEEN_BIT_FORMATS
+    sixteen = img.bits == 16 and img.gray and fmt in SIXTEEN_BIT_FORMATS  # PIL writes no 16-bit RGB
     dtype, peak = (np.uint16, 65535) if sixteen else (np.uint8, 255)
     keep_alpha = img.alpha is not None and fmt not in NO_ALPHA_FORMATS
     if img.alpha is not None and not keep_alpha:
@@ -116,22 +138,69 @@ def upscale_image(model: torch.nn.Module, img: InputImage, size: Tuple[int, int]
     return out
 
 
+def downscale_image(img: InputImage, size: Tuple[int, int], fmt: str) -> np.ndarray:
+    """The image made smaller with MATLAB's antialiased bicubic imresize, as (H, W, C) integers.
+
+    LIIF samples its continuous image at the output pixel centres without any low-pass filter, so
+    a smaller output aliases (moire); downscaling needs no model.
+    """
+    h, w = size
+    sixteen = img.bits == 16 and img.gray and fmt in SIXTEEN_BIT_FORMATS
+    dtype, peak = (np.uint16, 65535) if sixteen else (np.uint8, 255)
+    keep_alpha = img.alpha is not None and fmt not in NO_ALPHA_FORMATS
+    rgb = RowResizer(img.rgb[:1] if img.gray else img.rgb, size)(0, h)
+    planes = [rgb] + ([RowResizer(img.alpha, size)(0, h)] if keep_alpha else [])
+    return _quantise(torch.cat(planes), peak, dtype)
+
+
+def check_paths(args: argparse.Namespace) -> str:
+    """The output format, once the output path is known to be usable: before any image or model is loaded."""
+    fmt = output_format(args.output)
+    if os.path.exists(args.input) and same_file(args.input, args.output) and not args.overwrite:
+        raise UserError(f"--output {args.output} is the input file: choose another name, or pass --overwrite "
+                        f"to replace it")
+    return fmt
+
+
 def main(argv: Optional[List[str]] = None) -> None:
     """Read, check sizes and paths, upscale, write atomically."""
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format='%(levelname)s %(name)s: %(message)s')
     if args.bsize < 1:
         raise UserError(f"--bsize must be positive, not {args.bsize}")
-    fmt = output_format(args.output)
+    fmt = check_paths(args)
     img = read_image(args.input)
+    for note in img.notes:
+        (log.warning if 'frames' in note else log.info)("%s: %s", args.input, note)
     size = target_size(img.size, args.resolution, args.scale)
     device = select_device(args.gpu)
-    loaded = load_sr(resolve_model(args.model), device, DEMO, "the authors' demo convention")
-    log.info("%s: %dx%d%s%s -> %dx%d on %s", args.input, img.size[0], img.size[1],
-             ' gray' if img.gray else '', ' +alpha' if img.alpha is not None else '', size[0], size[1], device)
-    out = upscale_image(loaded.model, img, size, fmt, device, args.bsize, loaded.norm)
+    kind = ' gray' if img.gray else ''
+    kind += ' +alpha' if img.alpha is not None else ''
+    smaller = [name for name, a, b in (('height', size[0], img.size[0]), ('width', size[1], img.size[1])) if a < b]
+    if smaller and size[0] <= img.size[0] and size[1] <= img.size[1]:
+        log.info("%s: %s%s -> %s (width x height): smaller than the input, so no model is used: antialiased "
+                 "bicubic downscale (MATLAB imresize), since LIIF's point sampling would alias", args.input,
+                 wxh(img.size), kind, wxh(size))
+        out = downscale_image(img, size, fmt)
+    else:
+        if img.bits == 16 and not img.gray and fmt in SIXTEEN_BIT_FORMATS:
+            log.info("16-bit colour is written with 8 bits per channel (PIL writes no 16-bit RGB)")
+        if smaller:
+            log.warning("the output is smaller than the input in %s: LIIF samples without a low-pass filter, "
+                        "so detail finer than the output grid aliases (moire) along it", smaller[0])
+        loaded = load_sr(resolve_model(args.model), device, DEMO, "the authors' demo convention",
+                         trusted=args.trust_checkpoint)
+        model = loaded.model
+        log.info("%s: %s%s -> %s (width x height) on %s", args.input, wxh(img.size), kind, wxh(size), device)
+        padded = pad_thin_input(model, img.rgb)
+        if padded is not None:
+            log.info("%s is thinner than %d px: upscaled within a copy whose edge pixels are replicated %d px "
+                     "outward, as the encoder's zero padding would wash out its colours (a deviation from the "
+                     "reference, see inference/thin.py)", args.input, THIN_SIDE, max(padded.rows, padded.cols))
+            model, img = padded.model, dataclasses.replace(img, rgb=padded.rgb)
+        out = upscale_image(model, img, size, fmt, device, args.bsize, loaded.norm)
     save_atomic(out[:, :, 0] if out.shape[2] == 1 else out, args.output, fmt)
-    print(f"wrote {args.output} ({size[0]}x{size[1]})")
+    print(f"wrote {args.output} ({wxh(size)}, width x height)")
 
 
 if __name__ == '__main__':

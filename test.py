@@ -28,6 +28,8 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     p.add_argument('--lr-cache', default='./load/_lr_cache',
                    help="where LR images generated for a missing LR_bicubic folder are kept")
     p.add_argument('--ssim', action='store_true', help="also compute SSIM (on Y)")
+    p.add_argument('--trust-checkpoint', action='store_true',
+                   help="load a checkpoint holding arbitrary Python objects (unpickling it can run any code)")
     return p.parse_args(argv)
 
 
@@ -46,7 +48,7 @@ def main(argv: Optional[List[str]] = None) -> None:
         fallback, source = IDENTITY, "no normalisation (the authors' default for a config without data_norm)"
     else:
         fallback, source = DataNorm.from_mapping(cfg['data_norm']), f"the data_norm of {args.config}"
-    loaded = load_sr(args.model, device, fallback, source)
+    loaded = load_sr(args.model, device, fallback, source, trusted=args.trust_checkpoint)
     loader = make_test_loader(cfg.get('test_dataset'), protocol, args.lr_cache, overrides)
     log.info("%d images, %s, %s", len(loader.dataset), cfg.get('eval_type'), protocol.describe())
     res = evaluate(liif_predictor(loaded.model, loaded.norm, bsize), loader, protocol, device, args.ssim)

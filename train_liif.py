@@ -22,6 +22,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help='set a config value (YAML syntax), e.g. -o epoch_max=10 -o optimizer.args.lr=2e-4')
     p.add_argument('--overwrite', action='store_true', help='delete an existing run folder of the same name')
     p.add_argument('--save-root', default='save', help='parent folder of run folders (default: save)')
+    p.add_argument('--trust-checkpoint', action='store_true',
+                   help='--resume from a checkpoint holding arbitrary Python objects (unpickling it can run any code)')
     return p
 
 
@@ -32,7 +34,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     from training.trainer import RunRequest, train  # late: --help stays fast
     return train(RunRequest(config=args.config, name=args.name, tag=args.tag, resume=args.resume,
                             gpu=args.gpu, overrides=args.overrides, overwrite=args.overwrite,
-                            save_root=args.save_root, script=__file__, argv=argv))
+                            save_root=args.save_root, script=__file__, argv=argv,
+                            trust_checkpoint=args.trust_checkpoint))
 
 
 if __name__ == '__main__':

@@ -30,9 +30,12 @@ def list_images(root_path: str, split_file: Optional[str] = None, split_key: Opt
         except (OSError, ValueError, KeyError) as e:
             raise UserError(f"cannot read split {split_key!r} of {split_file}: {type(e).__name__}") from None
     if first_k is not None:
+        if isinstance(first_k, bool) or not isinstance(first_k, int) or first_k < 1:
+            raise UserError(f"first_k must be a positive integer (or null for all images), got {first_k!r}")
         names = names[:first_k]
     if not names:
-        raise UserError(f"no images in {root_path}")
+        raise UserError(f"no images in {root_path}" if split_file is None
+                        else f"split {split_key!r} of {split_file} lists no images")
     return names
 
 

@@ -23,8 +23,8 @@ def select_device(gpu: Optional[str]) -> torch.device:
     if not gpu.isdigit():
         raise UserError(f"--gpu takes a device number such as 0 (or cpu), not {gpu!r}")
     if not torch.cuda.is_available():
-        log.warning("--gpu %s asked for, but CUDA is not available: running on the CPU", gpu)
-        return torch.device('cpu')
+        # one rule for every script (train_liif.py too): a GPU asked for and absent stops the run
+        raise UserError(f"--gpu {gpu}: CUDA is not available here (drop --gpu, or pass --gpu cpu, to run on the CPU)")
     if int(gpu) >= torch.cuda.device_count():
         raise UserError(f"--gpu {gpu}: only {torch.cuda.device_count()} CUDA device(s) present")
     return _exact_fp32(torch.device(f'cuda:{int(gpu)}'))
@@ -76,6 +76,7 @@ class LoadedModel:
 
 
 def _sr_model(ckpt: Dict[str, Any], path: str, device: torch.device) -> torch.nn.Module:
+    """The model of a loaded checkpoint if it can be queried at any coordinate (gen_feat + query_rgb)."""
     spec = ckpt['model']
     model = models.make(spec, load_sd=True)
     if not (callable(getattr(model, 'gen_feat', None)) and callable(getattr(model, 'query_rgb', None))):
@@ -85,13 +86,14 @@ def _sr_model(ckpt: Dict[str, Any], path: str, device: torch.device) -> torch.nn
     return model.to(device).eval()
 
 
-def load_sr(path: str, device: torch.device, fallback: DataNorm, fallback_source: str) -> LoadedModel:
+def load_sr(path: str, device: torch.device, fallback: DataNorm, fallback_source: str,
+            trusted: bool = False) -> LoadedModel:
     """Model of a checkpoint (gen_feat + query_rgb), in eval mode, with the normalisation to run it with.
 
     That is the one stored with it (stored_norm), else `fallback` (e.g. the test config's); a stored
     one wins over a fallback that differs, and the log says so.
     """
-    ckpt = load_checkpoint(path, map_location='cpu')
+    ckpt = load_checkpoint(path, map_location='cpu', trusted=trusted)
     model = _sr_model(ckpt, path, device)
     stored = stored_norm(ckpt)
     if stored is None:
@@ -107,9 +109,9 @@ def load_sr(path: str, device: torch.device, fallback: DataNorm, fallback_source
     return LoadedModel(model, stored.norm, source)
 
 
-def load_sr_model(path: str, device: torch.device) -> torch.nn.Module:
+def load_sr_model(path: str, device: torch.device, trusted: bool = False) -> torch.nn.Module:
     """The model alone of load_sr (gen_feat + query_rgb), in eval mode: its normalisation is the caller's."""
-    return _sr_model(load_checkpoint(path, map_location='cpu'), path, device)
+    return _sr_model(load_checkpoint(path, map_location='cpu', trusted=trusted), path, device)
 
 
 def load_model(path: PathLike, device: Union[str, torch.device] = 'cpu', trusted: bool = False):

@@ -17,8 +17,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from utils.atomic import atomic_open  # noqa: E402
 from utils.cli import run_cli  # noqa: E402
 from utils.errors import UserError  # noqa: E402
-from evaluation.protocol import (bicubic_predictor, evaluate, liif_predictor, make_test_loader,  # noqa: E402
-                              parse_eval_type, parse_root_override)
+from evaluation.protocol import (apply_root_overrides, bicubic_predictor, evaluate,  # noqa: E402
+                                 liif_predictor, make_test_loader, parse_eval_type, parse_root_override)
 from inference.loading import load_sr, select_device  # noqa: E402
 from utils.norm import DataNorm  # noqa: E402
 from utils.test_configs import (BENCHMARK_SCALES, BENCHMARK_SETS, DATA_NORM, DIV2K_SCALES,  # noqa: E402
@@ -56,6 +56,8 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
                    help="where LR images generated for a missing LR_bicubic folder are kept")
     p.add_argument('--gpu', default=None, help="CUDA device number, or cpu (default: cuda:0 when CUDA is present, else the CPU)")
     p.add_argument('--eval-bsize', type=int, default=None, help="queries per model call (default 30000)")
+    p.add_argument('--trust-checkpoint', action='store_true',
+                   help="load a checkpoint holding arbitrary Python objects (unpickling it can run any code)")
     return p.parse_args(argv)
 
 
@@ -71,6 +73,8 @@ def render_markdown(report: Dict[str, Any]) -> str:
     for name, row in report['results'].items():
         cells = [f"{row[str(s)]['psnr']:.2f} / {row[str(s)]['ssim']:.4f}" for s in scales]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    for name, folder in report.get('skipped', {}).items():
+        lines.append(f"| {name} | " + " | ".join('-' for _ in scales) + " |")
     paired = [s for s in scales if s in PAIRED_SCALES]
     other = [s for s in scales if s not in PAIRED_SCALES]
     lines.append('')
@@ -80,7 +84,28 @@ def render_markdown(report: Dict[str, Any]) -> str:
     if other:
         lines.append(f"LR x{', x'.join(map(str, other))}: {report['resize'].upper()} bicubic downscale of "
                      f"the HR image{' (as in the paper)' if report['resize'] == 'pil' else ''}.")
+    for name, folder in report.get('skipped', {}).items():
+        lines.append(f"{name}: skipped, no HR folder at {folder}.")
     return '\n'.join(lines) + '\n'
+
+
+def hr_folder(name: str, suite: str, overrides: List) -> str:
+    """Where the HR images of a dataset are read from, --data-root applied."""
+    cfg = paper_test_config(name.lower() if suite == 'div2k' else name, max(PAIRED_SCALES))
+    args = apply_root_overrides(cfg['test_dataset'], overrides)['dataset']['args']
+    return args['root_path_2']
+
+
+def present_sets(names: List[str], suite: str, overrides: List, explicit: bool) -> Dict[str, str]:
+    """{name: HR folder} of the sets found, before any work; missing ones stop an explicit --sets, else are skipped."""
+    folders = {n: hr_folder(n, suite, overrides) for n in names}
+    missing = {n: f for n, f in folders.items() if not os.path.isdir(f)}
+    if missing and (explicit or len(missing) == len(names)):
+        listed = ', '.join(f"{n} ({f})" for n, f in missing.items())
+        raise UserError(f"no HR folder for {listed}; --data-root OLD=NEW points the configs' ./load elsewhere")
+    for n, f in missing.items():
+        log.warning("%s skipped: no HR folder at %s (pass --sets to choose the sets)", n, f)
+    return {n: f for n, f in folders.items() if n not in missing}
 
 
 def _write_atomic(path: str, text: str) -> None:
@@ -108,10 +133,13 @@ def main(argv: Optional[List[str]] = None) -> None:
     except OSError as e:
         raise UserError(f"cannot create output folder {args.out}: {e.strerror}") from None
     device = select_device(args.gpu)
+    # every HR folder is looked for before any LR image is generated or any model loaded
+    found = present_sets(names, args.suite, overrides, explicit=args.sets is not None or args.suite == 'div2k')
+    skipped = {n: hr_folder(n, args.suite, overrides) for n in names if n not in found}
 
     # build every loader first: a missing folder fails before any long evaluation
     jobs = []
-    for name in names:
+    for name in found:
         for s in scales:
             cfg = paper_test_config(name.lower() if args.suite == 'div2k' else name, s, args.resize)
             protocol = parse_eval_type(cfg['eval_type'])
@@ -121,7 +149,8 @@ def main(argv: Optional[List[str]] = None) -> None:
         predict, method = bicubic_predictor(), 'Bicubic (MATLAB imresize of the LR)'
     else:
         # the paper's test configs all carry DATA_NORM: the fallback for checkpoints that store none
-        loaded = load_sr(args.model, device, DataNorm.from_mapping(DATA_NORM), "the test configs' data_norm")
+        loaded = load_sr(args.model, device, DataNorm.from_mapping(DATA_NORM), "the test configs' data_norm",
+                         trusted=args.trust_checkpoint)
         predict = None
         method = f"`{os.path.basename(args.model)}`"
 
@@ -136,7 +165,8 @@ def main(argv: Optional[List[str]] = None) -> None:
 
     report = {'method': method, 'model': None if args.bicubic else os.path.abspath(args.model),
               'data_norm': None if args.bicubic else loaded.norm.to_mapping(),
-              'suite': args.suite, 'scales': scales, 'resize': args.resize, 'results': results}
+              'suite': args.suite, 'scales': scales, 'resize': args.resize, 'results': results,
+              'skipped': skipped}
     table = render_markdown(report)
     _write_atomic(os.path.join(args.out, f"{args.suite}.json"), json.dumps(report, indent=2) + '\n')
     _write_atomic(os.path.join(args.out, f"{args.suite}.md"), table)

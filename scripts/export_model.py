@@ -45,10 +45,12 @@ def main(argv: Optional[List[str]] = None) -> None:
     p.add_argument('src', help="training checkpoint (e.g. epoch-last.pth)")
     p.add_argument('dst', help="release checkpoint to write")
     p.add_argument('--fp16', action='store_true', help="store weights in half precision (half the size)")
+    p.add_argument('--trust-checkpoint', action='store_true',
+                   help="load a checkpoint holding arbitrary Python objects (unpickling it can run any code)")
     args = p.parse_args(argv)
     if os.path.isdir(args.dst):
         raise UserError(f"{args.dst} is a folder: give the path of the release checkpoint to write")
-    out = release_checkpoint(load_checkpoint(args.src), fp16=args.fp16)
+    out = release_checkpoint(load_checkpoint(args.src, trusted=args.trust_checkpoint), fp16=args.fp16)
     os.makedirs(os.path.dirname(os.path.abspath(args.dst)), exist_ok=True)
     atomic_save(out, args.dst)
     print(f"wrote {args.dst} ({os.path.getsize(args.dst) / 2 ** 20:.2f} MiB, "

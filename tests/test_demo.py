@@ -17,6 +17,7 @@ from utils.coord import make_cell, make_coord
 from utils.errors import UserError
 from utils.imresize import imresize
 from inference.loading import load_sr_model
+from inference.thin import OriginalFrameQueries, pad_thin_input
 
 pytestmark = pytest.mark.usefixtures('one_thread')
 
@@ -169,3 +170,142 @@ def test_bundled_model(files):
         with pytest.raises(UserError, match='no bundled model.*--model'):
             demo.main(argv)
         assert not out.exists()
+
+
+def _blocks(h=16, w=24):
+    img = np.zeros((h, w, 3), np.uint8)
+    img[:h // 2, :w // 2] = (220, 30, 30)
+    img[h // 2:, w // 2:] = (30, 30, 220)
+    return img
+
+
+def test_exif_orientation_gives_an_upright_output(files, caplog):
+    """A phone JPEG stored sideways (orientation 6) is upscaled upright; the output has no tag to rotate it again."""
+    caplog.set_level('INFO')
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(_blocks()).save(files['dir'] / 'phone.jpg', quality=100, exif=exif.tobytes())
+    out = files['dir'] / 'out.png'
+    demo.main(['--input', str(files['dir'] / 'phone.jpg'), '--model', files['model'], '--scale', '2',
+               '--output', str(out)])
+    assert Image.open(out).size == (32, 48)  # (width, height): stored 24 wide and 16 tall, shown 16 x 24
+    assert 0x0112 not in Image.open(out).getexif()
+    assert any('EXIF orientation 6 applied (rotated 90 clockwise)' in r.message for r in caplog.records)
+
+
+def test_output_that_is_the_input_needs_overwrite(files):
+    src = files['dir'] / 'rgb.png'
+    before = src.read_bytes()
+    with pytest.raises(UserError, match=r'--output .*rgb\.png is the input file: .* pass --overwrite'):
+        demo.main(['--input', str(src), '--model', files['model'], '--scale', '2', '--output',
+                   str(files['dir'] / '.' / 'rgb.png')])
+    assert src.read_bytes() == before
+    demo.main(['--input', str(src), '--model', files['model'], '--scale', '2', '--output', str(src), '--overwrite'])
+    assert Image.open(src).size == (80, 60)
+
+
+def test_output_folder_fails_before_the_model_is_loaded(files):
+    (files['dir'] / 'out.png').mkdir()
+    # the checkpoint does not exist either: the folder must be what is reported
+    with pytest.raises(UserError, match=r'^output path .*out\.png is a folder: give a file name'):
+        demo.main(['--input', str(files['dir'] / 'rgb.png'), '--model', str(files['dir'] / 'none.pth'),
+                   '--scale', '2', '--output', str(files['dir'] / 'out.png')])
+
+
+@pytest.mark.parametrize('args, message', [
+    (['--resolution', '-5,5'], r'^output size 5x-5 must be at least 1x1 pixel$'),
+    (['--resolution', '-5'], r"^--resolution takes H,W in pixels, not '-5'$"),
+    (['--scale', '-2.5'], r'^--scale must be a positive number, not -2.5$')])
+def test_negative_sizes_are_one_line_errors_not_usage(files, args, message):
+    with pytest.raises(UserError, match=message):
+        demo.main(['--input', str(files['dir'] / 'rgb.png'), '--model', files['model'], *args,
+                   '--output', str(files['dir'] / 'o.png')])
+
+
+def test_sizes_are_written_width_by_height(files, caplog, capsys):
+    caplog.set_level('INFO')
+    demo.main(['--input', str(files['dir'] / 'rgb.png'), '--model', files['model'], '--resolution', '47,33',
+               '--output', str(files['dir'] / 'o.png')])
+    assert capsys.readouterr().out == f"wrote {files['dir'] / 'o.png'} (33x47, width x height)\n"
+    assert any('40x30 -> 33x47 (width x height)' in r.message for r in caplog.records)
+
+
+def test_downscale_is_antialiased_not_point_sampled(files, caplog):
+    """--scale 0.5 of fine stripes: MATLAB's antialiased imresize (gray, no moire), not LIIF's point samples."""
+    caplog.set_level('INFO')
+    stripes = np.tile(np.array([0, 255, 255], np.uint8), (40, 14))[:, :40]
+    Image.fromarray(np.dstack([stripes] * 3)).save(files['dir'] / 'stripes.png')
+    out = files['dir'] / 'small.png'
+    demo.main(['--input', str(files['dir'] / 'stripes.png'), '--model', files['model'], '--scale', '0.5',
+               '--output', str(out)])
+    got = np.asarray(Image.open(out)).astype(int)
+    ref = imresize(torch.from_numpy(stripes).double() / 255, size=(20, 20)).clamp(0, 1).mul(255).round().numpy()
+    assert got.shape == (20, 20, 3) and np.abs(got - ref[..., None]).max() <= 1
+    assert any('antialiased bicubic downscale' in r.message for r in caplog.records)
+    # one side smaller, the other larger: the model runs, with a warning about the smaller side
+    demo.main(['--input', str(files['dir'] / 'stripes.png'), '--model', files['model'], '--resolution', '80,20',
+               '--output', str(out)])
+    assert [r.message for r in caplog.records if r.levelname == 'WARNING'] == [
+        "the output is smaller than the input in width: LIIF samples without a low-pass filter, so detail finer "
+        "than the output grid aliases (moire) along it"]
+
+
+@pytest.mark.parametrize('hw', [(1, 40), (2, 40), (40, 1)])
+def test_thin_inputs_keep_their_colour(tmp_path, hw):
+    """A uniform red line 1 px tall came out about (165, 44, 41) at its centre and up to 88 levels off."""
+    if not os.path.isfile(demo.BUNDLED_MODEL):
+        pytest.skip("the bundled model is needed: a random one has no colour to keep")
+    Image.fromarray(np.tile(np.array([200, 10, 10], np.uint8), (*hw, 1))).save(tmp_path / 'line.png')
+    demo.main(['--input', str(tmp_path / 'line.png'), '--scale', '4', '--output', str(tmp_path / 'out.png')])
+    got = np.asarray(Image.open(tmp_path / 'out.png')).astype(int)
+    assert got.shape == (hw[0] * 4, hw[1] * 4, 3)
+    assert np.abs(got - [200, 10, 10]).max() <= 3
+
+
+def test_thin_padding_keeps_the_output_grid():
+    """Queries of the padded image land on the original pixel centres, with the original cells."""
+    rgb = torch.rand(3, 2, 3)
+    padded = pad_thin_input(None, rgb)
+    assert padded.rgb.shape == (3, 2 + 16, 3 + 16) and padded.rows == padded.cols == 8
+    assert torch.equal(padded.rgb[:, 8:10, 8:11], rgb) and torch.equal(padded.rgb[:, 0, 8:11], rgb[:, 0])
+    assert pad_thin_input(None, torch.rand(3, 4, 4)) is None
+    seen = []
+
+    class Probe:
+        def query_rgb(self, coord, cell):
+            seen.append((coord, cell))
+
+    coord = make_coord((2, 3))
+    OriginalFrameQueries(Probe(), padded.model.factors).query_rgb(coord, make_cell(coord, (2, 3)))
+    big = make_coord((18, 19)).view(18, 19, 2)[8:10, 8:11].reshape(-1, 2)
+    np.testing.assert_allclose(seen[0][0], big, atol=1e-6)
+    np.testing.assert_allclose(seen[0][1], make_cell(big, (18, 19)), atol=1e-6)
+
+
+def test_gpu_without_cuda_stops(files, monkeypatch):
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)
+    with pytest.raises(UserError, match=r'^--gpu 0: CUDA is not available here'):
+        demo.main(['--input', str(files['dir'] / 'rgb.png'), '--model', files['model'], '--scale', '2',
+                   '--output', str(files['dir'] / 'o.png'), '--gpu', '0'])
+    assert not (files['dir'] / 'o.png').exists()
+
+
+def test_untrusted_checkpoint_names_the_flag(files):
+    ckpt = torch.load(files['model'], weights_only=True)
+    ckpt['extra'] = UserError('x')
+    torch.save(ckpt, files['dir'] / 'objects.pth')
+    argv = ['--input', str(files['dir'] / 'rgb.png'), '--model', str(files['dir'] / 'objects.pth'), '--scale', '2',
+            '--output', str(files['dir'] / 'o.png')]
+    with pytest.raises(UserError, match='if you trust its source, pass --trust-checkpoint'):
+        demo.main(argv)
+    demo.main(argv + ['--trust-checkpoint'])
+    assert Image.open(files['dir'] / 'o.png').size == (80, 60)
+
+
+def test_animated_input_warns_once(files, caplog):
+    frames = [Image.fromarray(np.full((6, 5, 3), v, np.uint8)) for v in (10, 128, 250)]
+    frames[0].save(files['dir'] / 'anim.gif', save_all=True, append_images=frames[1:], duration=50)
+    demo.main(['--input', str(files['dir'] / 'anim.gif'), '--model', files['model'], '--scale', '2',
+               '--output', str(files['dir'] / 'o.png')])
+    assert [r.message for r in caplog.records if r.levelname == 'WARNING'] == [
+        f"{files['dir'] / 'anim.gif'}: 3 frames: only frame 1 is used"]

@@ -1,4 +1,5 @@
 """scripts/eval_suite.py: one checkpoint (or bicubic) on a suite, markdown table + JSON."""
+import importlib.util
 import json
 import os
 
@@ -7,10 +8,11 @@ import torch
 from PIL import Image
 
 from tests.conftest import shared_path
-from tests.helpers import (PER_CHANNEL_NORM, TINY_LIIF, error_lines, one_thread, run_script,  # noqa: F401
+from tests.helpers import (PER_CHANNEL_NORM, ROOT, TINY_LIIF, error_lines, one_thread, run_script,  # noqa: F401
                            save_model)
 from evaluation.protocol import bicubic_predictor, evaluate, liif_predictor, make_test_loader, parse_eval_type
 from inference.loading import load_sr_model
+from utils.errors import UserError
 from utils.norm import DEMO
 from utils.test_configs import DATA_NORM, paper_test_config
 
@@ -97,5 +99,34 @@ def test_missing_set_fails_before_evaluating(tmp_path):
                       '--scales', '2', '--data-root', f'./load/benchmark={data_root}',
                       '--lr-cache', tmp_path / 'cache', '--out', tmp_path / 'out')
     assert proc.returncode == 2
-    assert error_lines(proc) == [f"error: dataset folder not found: {data_root}/Nope/HR"]
+    assert error_lines(proc) == [f"error: no HR folder for Nope ({data_root}/Nope/HR); --data-root OLD=NEW "
+                                 f"points the configs' ./load elsewhere"]
     assert not os.path.exists(tmp_path / 'out' / 'benchmark.json')
+    assert not os.path.exists(tmp_path / 'cache')  # no LR of Set5 made before the check
+
+
+def _suite_module():
+    spec = importlib.util.spec_from_file_location('eval_suite', os.path.join(ROOT, 'scripts', 'eval_suite.py'))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_default_sets_skip_missing_ones_in_the_table(tmp_path, caplog):
+    """Without --sets, a set absent from the data (Urban100 here) is skipped with a warning and shown in the table."""
+    data_root = os.path.dirname(os.path.dirname(shared_path('benchmark', 'Set5', 'HR')))
+    suite = _suite_module()
+    overrides = [('./load/benchmark', data_root)]
+    names = ['Set5', 'Urban100']
+    found = suite.present_sets(names, 'benchmark', overrides, explicit=False)
+    assert list(found) == ['Set5']
+    assert [r.message for r in caplog.records if r.levelname == 'WARNING'] == [
+        f"Urban100 skipped: no HR folder at {data_root}/Urban100/HR (pass --sets to choose the sets)"]
+    with pytest.raises(UserError, match=r'^no HR folder for Urban100 '):
+        suite.present_sets(names, 'benchmark', overrides, explicit=True)
+    with pytest.raises(UserError, match='no HR folder for Set5 .*, Urban100'):
+        suite.present_sets(names, 'benchmark', [('./load/benchmark', str(tmp_path))], explicit=False)
+    report = {'method': 'm', 'suite': 'benchmark', 'scales': [2], 'resize': 'pil',
+              'results': {'Set5': {'2': {'psnr': 30.0, 'ssim': 0.9}}}, 'skipped': {'Urban100': '/x/HR'}}
+    table = suite.render_markdown(report)
+    assert '| Urban100 | - |' in table and 'Urban100: skipped, no HR folder at /x/HR.' in table

@@ -11,11 +11,13 @@ from utils.norm import DEMO, DataNorm
 from inference.loading import _exact_fp32, load_sr, load_sr_model, select_device, stored_norm
 
 
-def test_cpu_selection_and_bad_ids():
+def test_cpu_selection_and_bad_ids(monkeypatch):
     assert select_device('cpu') == torch.device('cpu')
-    if not torch.cuda.is_available():
-        assert select_device(None) == torch.device('cpu')
-        assert select_device('0') == torch.device('cpu')  # asked for a GPU, warned, fell back
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)
+    assert select_device(None) == torch.device('cpu')
+    # a GPU asked for and absent stops, as in train_liif.py (it used to warn and run on the CPU)
+    with pytest.raises(UserError, match=r'^--gpu 0: CUDA is not available here \(drop --gpu, or pass --gpu cpu'):
+        select_device('0')
     with pytest.raises(UserError, match='device number'):
         select_device('gpu0')
 

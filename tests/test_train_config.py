@@ -5,6 +5,7 @@ import os
 import pytest
 
 from tests.conftest import ROOT, shared_path
+from datasets.image_folder import list_images
 from training.config import validate_config
 from training.data import build_dataset
 from utils.config import apply_overrides, load_config, parse_override
@@ -108,3 +109,47 @@ def test_eval_type_is_evaluations_and_needs_whole_validation_images():
         validate_config({**cfg, 'eval_type': 'div2k-0'})  # evaluation's parser: no scale 0
     with pytest.raises(UserError, match=r'scores whole images: val_dataset\.wrapper\.args\.sample_q'):
         validate_config({**_cfg('train-local/train_tiny-liif.yaml'), 'eval_type': 'div2k-4'})
+
+
+@pytest.mark.parametrize('override, message', [
+    ('optimizer.args.lr=abc', "optimizer.args.lr must be a number, got 'abc'"),
+    ('optimizer.args.lr=-1', "optimizer.args: adam rejects them: ValueError: Invalid learning rate: -1"),
+    ('optimizer.args.betas=[2, 0.9]', "optimizer.args: adam rejects them: ValueError: Invalid beta parameter"),
+    ('model.args.encoder_spec.args.n_feats=abc', "model.args.encoder_spec: bad argument for model 'edsr-baseline': "
+                                                 "n_feats must be a positive integer, got 'abc'"),
+    ('model.args.encoder_spec.args.n_feats=0', "n_feats must be a positive integer, got 0"),
+    ('model.args.encoder_spec.args.res_scale=abc', "res_scale must be a number, got 'abc'"),
+    ('model.args.imnet_spec.args.hidden_list=abc', "model.args.imnet_spec: bad argument for model 'mlp': "
+                                                   "hidden_list must be a list, got 'abc'"),
+    ('model.args.imnet_spec.args.hidden_list=[16, 0]', "hidden_list must be a list of positive integers"),
+    ('model.args.local_ensemble=1', "local_ensemble must be true or false, got 1"),
+    ('train_dataset.wrapper.args.inp_size=0', "train_dataset.wrapper: bad argument for dataset "
+                                              "'sr-implicit-downsampled': inp_size must be a positive integer or null, got 0"),
+    ('train_dataset.wrapper.args.sample_q=0', "sample_q must be a positive integer or null, got 0"),
+    ('train_dataset.wrapper.args.sample_q=100000', "train_dataset.wrapper.args.sample_q: 100000 exceeds the 144 "
+                                                   "pixels of the smallest HR crop (12 x 12 px"),
+    ('val_dataset.wrapper.args.scale_max=abc', "val_dataset.wrapper: bad argument for dataset "
+                                               "'sr-implicit-downsampled': scale_max must be a number or null"),
+    ('train_dataset.dataset.args.first_k=0', "train_dataset.dataset: bad argument for dataset 'image-folder': "
+                                             "first_k must be a positive integer or null, got 0"),
+])
+def test_bad_argument_values_name_the_key(override, message):
+    """Types and ranges of model, optimizer and wrapper arguments fail in validation, not as tracebacks later."""
+    with pytest.raises(UserError) as e:
+        validate_config(apply_overrides(_cfg('train-local/train_tiny-liif.yaml'), [override]))
+    assert message in str(e.value) and '\n' not in str(e.value)
+
+
+def test_model_build_failure_is_one_line_naming_the_model():
+    """What annotations cannot catch still ends as one line naming the config key (an RDN configuration letter)."""
+    cfg = _cfg('train-local/train_tiny-liif.yaml')
+    cfg['model']['args']['encoder_spec'] = {'name': 'rdn', 'args': {'RDNconfig': 'Z', 'no_upsampling': True}}
+    with pytest.raises(UserError, match=r"^model: cannot build 'liif' from these arguments: \w+Error: ") as e:
+        validate_config(cfg)
+    assert '\n' not in str(e.value)
+
+
+def test_first_k_zero_says_what_is_wrong(tmp_path):
+    (tmp_path / 'a.png').write_bytes(b'')
+    with pytest.raises(UserError, match=r'^first_k must be a positive integer \(or null for all images\), got 0$'):
+        list_images(str(tmp_path), first_k=0)

@@ -14,6 +14,7 @@ from evaluation.protocol import parse_eval_type
 from datasets.registry import DATASETS
 from models.registry import MODELS
 from utils.errors import UserError
+from utils.registry import Registry, type_problem
 
 OPTIMIZERS = {'adam': torch.optim.Adam, 'sgd': torch.optim.SGD}
 AMP_MODES = ('bf16', 'fp16')
@@ -58,12 +59,33 @@ def _number(value: Any, where: str, optional: bool = False) -> None:
         raise UserError(f"{where} must be a positive number, got {value!r}")
 
 
+def _checked(registry: Registry, spec: Dict[str, Any], where: str,
+             args: Optional[Dict[str, Any]] = None, partial: bool = False) -> Dict[str, Any]:
+    """registry.check(spec, args, partial) with the config key in front of any error."""
+    try:
+        return registry.check(spec, args, partial)
+    except UserError as e:
+        raise UserError(f"{where}: {e}") from None
+
+
 def _dataset_spec(spec: Any, where: str, args: Optional[Dict[str, Any]] = None) -> None:
     """A {name, args} dataset spec whose name is registered and whose arguments fit (nested ones too)."""
     _mapping(spec, where, ['name'], ['args'])
-    kwargs = DATASETS.check(spec, args)
-    for sub in kwargs.get('datasets') or []:  # 'concat' holds specs of its own
-        _dataset_spec(sub, f"{where}.args.datasets[]")
+    kwargs = _checked(DATASETS, spec, where, args)
+    for i, sub in enumerate(kwargs.get('datasets') or []):  # 'concat' holds specs of its own
+        _dataset_spec(sub, f"{where}.args.datasets[{i}]")
+
+
+def _samples_fit_crop(wrapper: Dict[str, Any], where: str) -> None:
+    """sample_q of the downsampling wrapper fits its smallest HR crop (round(inp_size * scale_min) px a side)."""
+    args = wrapper.get('args') or {}
+    if wrapper.get('name') != 'sr-implicit-downsampled' or None in (args.get('inp_size'), args.get('sample_q')):
+        return
+    side = round(args['inp_size'] * args.get('scale_min', 1))
+    if args['sample_q'] > side * side:
+        raise UserError(f"{where}.args.sample_q: {args['sample_q']} exceeds the {side * side} pixels of the "
+                        f"smallest HR crop ({side} x {side} px: inp_size {args['inp_size']} x scale_min "
+                        f"{args.get('scale_min', 1)})")
 
 
 def _data_section(section: Any, where: str) -> None:
@@ -71,6 +93,7 @@ def _data_section(section: Any, where: str) -> None:
     _dataset_spec(section['dataset'], f"{where}.dataset")
     if section.get('wrapper') is not None:
         _dataset_spec(section['wrapper'], f"{where}.wrapper", {'dataset': None})
+        _samples_fit_crop(section['wrapper'], f"{where}.wrapper")
     _int(section['batch_size'], f"{where}.batch_size", 1)
 
 
@@ -87,12 +110,31 @@ def _data_norm(node: Any) -> None:
                 raise UserError(f"data_norm.{part}.div must not contain 0")
 
 
+def _model_spec(spec: Any, where: str, nested: bool = False) -> None:
+    """A {name, args} model spec and every nested *_spec (encoder, MLP) it holds: names, types and ranges."""
+    _mapping(spec, where, ['name'], ['args'])
+    kwargs = _checked(MODELS, spec, where, partial=nested)  # a parent supplies e.g. its MLP's in_dim
+    for key, sub in kwargs.items():
+        if key.endswith('_spec') and sub is not None:
+            _model_spec(sub, f"{where}.args.{key}", nested=True)
+
+
 def _model(spec: Any) -> None:
-    _mapping(spec, 'model', ['name'], ['args'])
-    MODELS.check(spec)
-    # nested encoder / MLP specs are only checked by building; on the meta device that costs nothing
-    with torch.device('meta'):
-        models.make(spec)
+    _model_spec(spec, 'model')
+    # what annotations cannot say (an MLP's in_dim against its encoder...) shows when building;
+    # on the meta device that costs nothing
+    try:
+        with torch.device('meta'):
+            models.make(spec)
+    except UserError as e:
+        raise UserError(f"model: {e}") from None
+    except Exception as e:  # noqa: BLE001 - any failure of a factory is a bad model config
+        raise UserError(f"model: cannot build {spec['name']!r} from these arguments: {_first_line(e)}") from None
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return f"{type(e).__name__}: {text.splitlines()[0][:200]}" if text else type(e).__name__
 
 
 def _optimizer(spec: Any) -> None:
@@ -106,6 +148,14 @@ def _optimizer(spec: Any) -> None:
         inspect.signature(OPTIMIZERS[spec['name']]).bind([], **args)
     except TypeError as e:
         raise UserError(f"bad arguments for optimizer {spec['name']!r}: {e}") from None
+    for key, value in args.items():
+        if key in ('lr', 'momentum', 'weight_decay', 'eps') and type_problem(value, float):
+            raise UserError(f"optimizer.args.{key} must be a number, got {value!r}")
+    # the optimizer's own range checks (lr >= 0, betas in [0, 1)...), on a throwaway parameter
+    try:
+        OPTIMIZERS[spec['name']]([torch.zeros(1, requires_grad=True)], **args)
+    except Exception as e:  # noqa: BLE001 - any failure of the constructor is a bad optimizer config
+        raise UserError(f"optimizer.args: {spec['name']} rejects them: {_first_line(e)}") from None
 
 
 def _schedule(node: Any) -> None:

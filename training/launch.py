@@ -20,8 +20,8 @@ def select_gpus(ids: Sequence[str]) -> None:
     """Make exactly these GPUs visible (CUDA_VISIBLE_DEVICES), before CUDA is first used."""
     os.environ['CUDA_VISIBLE_DEVICES'] = ','.join(ids)
     if not torch.cuda.is_available():
-        raise UserError(f"--gpu {','.join(ids)}: CUDA is not available here "
-                        f"(drop --gpu to train on the CPU)")
+        raise UserError(f"--gpu {','.join(ids)}: CUDA is not available here (drop --gpu, or pass "
+                        f"-o device=cpu, to run on the CPU)")
 
 
 def under_torchrun() -> bool:

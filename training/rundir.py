@@ -48,6 +48,22 @@ def create_run_dir(path: str, overwrite: bool, resuming: bool) -> None:
     os.makedirs(path, exist_ok=True)
 
 
+def is_fresh(path: str) -> bool:
+    """True if a run starting in `path` would create the folder (absent or empty)."""
+    return not os.path.isdir(path) or not os.listdir(path)
+
+
+def remove_failed_start(path: str) -> bool:
+    """Delete the folder of a start that failed before writing any checkpoint, so the same command works once fixed.
+
+    Only for a folder this start created; one holding a checkpoint (*.pth) is always kept. True if removed.
+    """
+    if not os.path.isdir(path) or any(f.endswith('.pth') for f in os.listdir(path)):
+        return False
+    shutil.rmtree(path, ignore_errors=True)
+    return not os.path.exists(path)
+
+
 def write_run_files(path: str, cfg: Dict[str, Any], script: str, argv: Sequence[str]) -> None:
     """config.yaml (the resolved config of this start) and command.txt (one line per start)."""
     with atomic_open(os.path.join(path, 'config.yaml'), 'w') as f:

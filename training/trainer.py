@@ -17,7 +17,8 @@ from training.data import Loaders
 from training.loop import gt_image, preview, timer, train_epoch, validate
 from training.monitor import LOGGER, Monitor, setup_logging
 from training.optim import current_lr, make_optimizer, make_scheduler
-from training.rundir import check_run_dir, create_run_dir, run_name, write_run_files
+from training.rundir import (check_run_dir, create_run_dir, is_fresh, remove_failed_start, run_name,
+                             write_run_files)
 from training.stopper import Stopper
 from utils.checkpoint import load_checkpoint
 from utils.config import apply_overrides, load_config
@@ -38,6 +39,7 @@ class RunRequest:
     save_root: str = 'save'
     script: str = 'train_liif.py'
     argv: List[str] = field(default_factory=list)
+    trust_checkpoint: bool = False
 
 
 def resolve(req: RunRequest) -> Tuple[Dict[str, Any], Optional[Dict[str, Any]], Optional[str], str]:
@@ -50,7 +52,7 @@ def resolve(req: RunRequest) -> Tuple[Dict[str, Any], Optional[Dict[str, Any]], 
             resume = raw['resume']
     elif resume is None:
         raise UserError("give --config CFG, or --resume CKPT to continue a run")
-    ckpt = load_checkpoint(resume, map_location='cpu') if resume is not None else None
+    ckpt = load_checkpoint(resume, map_location='cpu', trusted=req.trust_checkpoint) if resume is not None else None
     stored = (ckpt.get('train_state') or {}) if ckpt is not None else {}
     if raw is None:
         if stored.get('config') is None:
@@ -85,9 +87,15 @@ def train(req: RunRequest) -> int:
         if req.gpu is not None and len(ids) > 1:
             log.info("--gpu %s: starting %d processes with torchrun (DistributedDataParallel)", req.gpu, len(ids))
             launch.relaunch_with_torchrun(len(ids), req.script, req.argv)
+    # a start that fails before its first checkpoint leaves no folder that would block the same command
+    own_folder = is_fresh(run_dir) or (req.overwrite and ckpt is None)
     info = dist.setup(cfg['device'])
     try:
         return Run(cfg, ckpt, resume, name, run_dir, req, info, t_start).run()
+    except BaseException:
+        if own_folder and info.is_main and remove_failed_start(run_dir):
+            log.info("removed %s: the run failed before its first checkpoint", run_dir)
+        raise
     finally:
         dist.teardown(info)
 
