@@ -24,7 +24,7 @@ PAD = 8
 class OriginalFrameQueries:
     """A model fed an edge-padded image, queried in the coordinates of the image before padding.
 
-    Everything but query_rgb (gen_feat, encoder, feat, the code table...) is the wrapped model's own.
+    Everything but query (encode, encoder, feat, the code table...) is the wrapped model's own.
     """
 
     def __init__(self, model: Any, factors: Tuple[float, float]):
@@ -37,10 +37,11 @@ class OriginalFrameQueries:
     def __setattr__(self, name: str, value: Any) -> None:
         setattr(self.inner, name, value)
 
-    def query_rgb(self, coord: torch.Tensor, cell: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """The wrapped model's query_rgb at the same points of the picture: coordinates scaled into the padded frame."""
+    def query(self, feat: torch.Tensor, coord: torch.Tensor, cell: Optional[torch.Tensor] = None,
+              **options: Any) -> torch.Tensor:
+        """The wrapped model's query at the same points of the picture: coordinates scaled into the padded frame."""
         f = coord.new_tensor(self.factors)
-        return self.inner.query_rgb(coord * f, None if cell is None else cell * f)
+        return self.inner.query(feat, coord * f, None if cell is None else cell * f, **options)
 
 
 @dataclass
