@@ -272,11 +272,11 @@ def test_thin_padding_keeps_the_output_grid():
     seen = []
 
     class Probe:
-        def query_rgb(self, coord, cell):
+        def query(self, feat, coord, cell, **options):
             seen.append((coord, cell))
 
     coord = make_coord((2, 3))
-    OriginalFrameQueries(Probe(), padded.model.factors).query_rgb(coord, make_cell(coord, (2, 3)))
+    OriginalFrameQueries(Probe(), padded.model.factors).query(None, coord, make_cell(coord, (2, 3)))
     big = make_coord((18, 19)).view(18, 19, 2)[8:10, 8:11].reshape(-1, 2)
     np.testing.assert_allclose(seen[0][0], big, atol=1e-6)
     np.testing.assert_allclose(seen[0][1], make_cell(big, (18, 19)), atol=1e-6)
