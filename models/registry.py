@@ -42,7 +42,7 @@ def state_dict_mismatch(expected: Dict[str, Any], given: Any) -> str:
     missing = [k for k in expected if k not in given]
     unexpected = [k for k in given if k not in expected]
     shapes = [f"{k} {tuple(given[k].shape)} vs {tuple(v.shape)}" for k, v in expected.items()
-              if k in given and getattr(given[k], 'shape', None) is not None and tuple(given[k].shape) != tuple(v.shape)]
+              if k in given and hasattr(given[k], 'shape') and tuple(given[k].shape) != tuple(v.shape)]
     parts = [f"{len(missing)} of {len(expected)} weights missing ({_few(missing)})" if missing else '',
              f"{len(unexpected)} unexpected ({_few(unexpected)})" if unexpected else '',
              f"{len(shapes)} of other shape ({_few(shapes, 2)})" if shapes else '']

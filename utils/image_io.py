@@ -6,8 +6,6 @@ EXIF orientation is applied on read, as photo viewers do; float images are read 
 range; 16-bit RGB(A) PNGs, which PIL would cut to 8 bits, are decoded here at 16 bits.
 """
 import os
-import struct
-import zlib
 from dataclasses import dataclass, field
 from typing import List, Optional, Tuple
 
@@ -60,7 +58,7 @@ def read_image(path: str) -> InputImage:
             im.load()
             frames = getattr(im, 'n_frames', 1)
             img = decode(im, deep)
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, struct.error, zlib.error) as e:
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise UserError(f"cannot read image {path}: {first}") from None
     if frames > 1:
@@ -69,7 +67,10 @@ def read_image(path: str) -> InputImage:
 
 
 def decode(im: Image.Image, deep: Optional[np.ndarray] = None) -> InputImage:
-    """InputImage of a loaded PIL image, upright (EXIF orientation), by mode; `deep`: its 16-bit pixels if PIL cut them."""
+    """InputImage of a loaded PIL image, upright (EXIF orientation), by mode.
+
+    deep: the image's 16-bit RGB(A) pixels where PIL decoded them to 8 bits.
+    """
     notes = []
     orientation = im.getexif().get(0x0112, 1)
     if orientation in ORIENTATIONS:
@@ -135,58 +136,18 @@ def _png16_rawmode(im: Image.Image) -> bool:
 
 
 def _png16(path: str) -> np.ndarray:
-    """The pixels of a non-interlaced 16-bit RGB(A) PNG as uint16 (h, w, 3 or 4): PNG's own filters undone."""
-    with open(path, 'rb') as f:
-        data = f.read()
-    pos, idat, hdr = 8, [], None
-    while pos + 8 <= len(data):
-        n, kind = struct.unpack('>I4s', data[pos:pos + 8])
-        body = data[pos + 8:pos + 8 + n]
-        if kind == b'IHDR':
-            hdr = struct.unpack('>IIBBBBB', body)
-        elif kind == b'IDAT':
-            idat.append(body)
-        elif kind == b'IEND':
-            break
-        pos += 12 + n
-    w, h, depth, colour, _, _, interlace = hdr
-    if depth != 16 or colour not in (2, 6) or interlace:
-        raise ValueError("interlaced 16-bit RGB PNGs are not supported")
-    bpp = 6 if colour == 2 else 8
-    raw = np.frombuffer(zlib.decompress(b''.join(idat)), np.uint8).reshape(h, 1 + w * bpp)
-    out = np.zeros((h, w * bpp), np.uint8)
-    prev = np.zeros(w * bpp, np.uint8)
-    for y in range(h):
-        kind, line = raw[y, 0], raw[y, 1:].astype(np.int32)
-        if kind == 0:
-            cur = line
-        elif kind == 1:  # Sub: running sum along the row, per byte position within a pixel
-            cur = np.cumsum(line.reshape(w, bpp), axis=0).reshape(-1)
-        elif kind == 2:
-            cur = line + prev
-        elif kind in (3, 4):
-            cur = _sequential_unfilter(line, prev.astype(np.int32), bpp, kind)
-        else:
-            raise ValueError(f"bad PNG filter type {kind}")
-        prev = out[y] = (cur & 0xFF).astype(np.uint8)
-    return out.view('>u2').reshape(h, w, bpp // 2).astype(np.uint16)
+    """The pixels of a 16-bit RGB(A) PNG as uint16 (h, w, 3 or 4).
 
-
-def _sequential_unfilter(line: np.ndarray, prev: np.ndarray, bpp: int, kind: int) -> np.ndarray:
-    """PNG Average (3) or Paeth (4) filter undone, one pixel after the other."""
-    cur = np.zeros_like(line)
-    for x in range(0, len(line), bpp):
-        a = cur[x - bpp:x] if x else np.zeros(bpp, np.int32)
-        b = prev[x:x + bpp]
-        if kind == 3:
-            cur[x:x + bpp] = (line[x:x + bpp] + (a + b) // 2) & 0xFF
-        else:
-            c = prev[x - bpp:x] if x else np.zeros(bpp, np.int32)
-            p = a + b - c
-            pa, pb, pc = np.abs(p - a), np.abs(p - b), np.abs(p - c)
-            pred = np.where((pa <= pb) & (pa <= pc), a, np.where(pb <= pc, b, c))
-            cur[x:x + bpp] = (line[x:x + bpp] + pred) & 0xFF
-    return cur
+    PIL unfilters the PNG, then unpacks each big-endian 16-bit sample to 8 bits by its first (high)
+    byte; decoding again with the little-endian unpacker takes the other (low) byte instead.
+    """
+    planes = []
+    for order in ('16B', '16L'):
+        with Image.open(path) as im:
+            im.tile = [t._replace(args=t.args.replace('16B', order)) for t in im.tile]
+            im.load()
+            planes.append(np.asarray(im).astype(np.uint16))
+    return planes[0] << 8 | planes[1]
 
 
 def output_format(path: str) -> str:
