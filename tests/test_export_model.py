@@ -19,7 +19,7 @@ export_model = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(export_model)
 
 CFG = {'model': TINY_LIIF, 'optimizer': {'name': 'adam', 'args': {'lr': 1e-3}}, 'resume': '/train/box/last.pth',
-       'epoch_max': 9}
+       'epoch_max': 9, 'data_norm': PER_CHANNEL_NORM}
 
 
 @pytest.fixture
@@ -44,7 +44,8 @@ def test_release_checkpoint_keeps_weights_and_metadata(tmp_path, training_ckpt):
     dst = tmp_path / 'out' / 'release.pth'
     export_model.main([str(src), str(dst)])
     out = torch.load(dst, weights_only=True)
-    assert set(out) == {'model', 'meta'} and set(out['model']) == {'name', 'args', 'sd'}
+    assert set(out) == {'model', 'meta', 'data_norm'} and set(out['model']) == {'name', 'args', 'sd'}
+    assert out['data_norm'] == PER_CHANNEL_NORM
     assert (out['model']['name'], out['model']['args']) == ('liif', TINY_LIIF['args'])
     sd = model.state_dict()
     assert out['model']['sd'].keys() == sd.keys()

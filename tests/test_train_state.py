@@ -15,7 +15,8 @@ ONE = DistInfo(rank=0, world_size=1, local_rank=0, local_world_size=1, device=to
 
 
 def _cfg(lr=1e-3, **args):
-    return {'model': {'name': 'linear', 'args': {}}, 'optimizer': {'name': 'adam', 'args': {'lr': lr, **args}}}
+    return {'model': {'name': 'linear', 'args': {}}, 'optimizer': {'name': 'adam', 'args': {'lr': lr, **args}},
+            'data_norm': {'inp': {'sub': [0.5], 'div': [0.5]}, 'gt': {'sub': [0.5], 'div': [0.5]}}}
 
 
 def _objects(cfg, milestones=None, gamma=0.5, scaler=None):
