@@ -3,10 +3,12 @@
 eval_type 'div2k-S': PSNR on RGB, shave S + 6; 'benchmark-S': PSNR on Y, shave S; none: RGB, no
 shave. SSIM (optional) is always on Y with the same shave. The output is clamped to [0, 1] and not
 rounded to 8 bits. Scores are averaged over images. Training's validation scores its samples with
-the same Protocol (query_psnr), so its PSNR is this one.
+the same Protocol (query_squared_error) but, as the authors logged it, pools the error over each
+validation batch before taking the PSNR (batched_psnr).
 """
 import copy
 import logging
+import math
 import os
 import re
 from dataclasses import dataclass
@@ -22,7 +24,7 @@ from datasets.matlab_lr import ensure_matlab_lr
 from utils.errors import UserError
 from utils.imresize import imresize
 from inference.bounded import upscale
-from utils.metrics import psnr, ssim
+from utils.metrics import psnr, squared_error, ssim
 from utils.norm import IDENTITY, DataNorm
 
 log = logging.getLogger(__name__)
@@ -174,16 +176,71 @@ def query_image(values: torch.Tensor, coord: torch.Tensor) -> torch.Tensor:
     return values.reshape(values.shape[0], h, w, -1).permute(0, 3, 1, 2)
 
 
+def _query_images(pred: torch.Tensor, gt: torch.Tensor, coord: torch.Tensor, protocol: Protocol
+                  ) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Per-query colours pred / gt (N, Q, 3) laid out as the images (N, 3, H, W) the protocol scores."""
+    if protocol.kind == 'plain':
+        # one column of Q pixels: RGB and no shave need no image layout
+        return pred.transpose(1, 2).unsqueeze(-1), gt.transpose(1, 2).unsqueeze(-1)
+    return query_image(pred, coord), query_image(gt, coord)
+
+
 def query_psnr(pred: torch.Tensor, gt: torch.Tensor, coord: torch.Tensor, protocol: Protocol) -> torch.Tensor:
     """PSNR (N,) of per-query [0, 1] colours pred / gt (N, Q, 3) at coord (N, Q, 2) under `protocol`.
 
     'plain' scores the queries as they are (any subset of pixels); div2k / benchmark need the whole
     grid, to shave the border.
     """
-    if protocol.kind == 'plain':
-        # one column of Q pixels: RGB and no shave need no image layout
-        return protocol.psnr(pred.transpose(1, 2).unsqueeze(-1), gt.transpose(1, 2).unsqueeze(-1))
-    return protocol.psnr(query_image(pred, coord), query_image(gt, coord))
+    return protocol.psnr(*_query_images(pred, gt, coord, protocol))
+
+
+def query_squared_error(pred: torch.Tensor, gt: torch.Tensor, coord: torch.Tensor, protocol: Protocol
+                        ) -> Tuple[torch.Tensor, int]:
+    """Per sample, the float64 sum of squared errors (N,) that query_psnr scores, and the values it sums."""
+    return squared_error(*_query_images(pred, gt, coord, protocol), protocol.shave, protocol.y_channel)
+
+
+def _pooled_batches(sums: Sequence[float], counts: Sequence[float], indices: Sequence[int],
+                    batch_size: int) -> Tuple[List[float], List[int]]:
+    """Per single-process batch (global index // batch_size): sum(sums) / sum(counts), and its sample count."""
+    if not len(sums) == len(counts) == len(indices):
+        raise ValueError(f"{len(sums)} sums, {len(counts)} counts and {len(indices)} indices")
+    if not indices:
+        raise ValueError("no samples")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be positive, not {batch_size}")
+    order = sorted(range(len(indices)), key=lambda i: indices[i])
+    if [indices[i] for i in order] != list(range(len(indices))):
+        raise ValueError("the indices must be 0 .. N-1, each once")
+    means, sizes = [], []
+    for start in range(0, len(order), batch_size):
+        members = order[start:start + batch_size]
+        # fsum: exact, so the figure does not depend on the order the ranks delivered the samples in
+        means.append(math.fsum(sums[i] for i in members) / math.fsum(counts[i] for i in members))
+        sizes.append(len(members))
+    return means, sizes
+
+
+def batched_psnr(per_sample_sse: Sequence[float], counts: Sequence[float], indices: Sequence[int],
+                 batch_size: int) -> float:
+    """The authors' validation PSNR for any world size: PSNR of each batch's pooled MSE, batch-weighted mean.
+
+    Sample k (indices[k], its place in the validation set) has squared-error sum per_sample_sse[k]
+    over counts[k] values. The samples are regrouped into the batches one process would have
+    loaded (index // batch_size); each batch scores -10 log10 of the MSE pooled over its samples,
+    and the batch PSNRs are averaged weighted by batch size. This reproduces the authors' training
+    log exactly, whichever ranks held which samples.
+    """
+    mses, sizes = _pooled_batches(per_sample_sse, counts, indices, batch_size)
+    psnrs = [math.inf if mse == 0 else -10 * math.log10(mse) for mse in mses]
+    return math.fsum(p * n for p, n in zip(psnrs, sizes)) / sum(sizes)
+
+
+def batched_mean(per_sample_sums: Sequence[float], counts: Sequence[float], indices: Sequence[int],
+                 batch_size: int) -> float:
+    """Mean of sums / counts pooled per single-process batch (index // batch_size), batch-weighted (as batched_psnr)."""
+    means, sizes = _pooled_batches(per_sample_sums, counts, indices, batch_size)
+    return math.fsum(m * n for m, n in zip(means, sizes)) / sum(sizes)
 
 
 @torch.no_grad()

@@ -1,6 +1,7 @@
 import glob
 import json
 import logging
+import math
 import os
 
 import numpy as np
@@ -13,8 +14,9 @@ from tests.helpers import (FIRST_VALUE_NORM, PER_CHANNEL_NORM, TINY_LIIF, manual
                            one_thread, write_small_pairs)
 from utils.coord import make_cell, make_coord
 from utils.errors import UserError
-from evaluation.protocol import (apply_root_overrides, bicubic_predictor, evaluate, grid_shape, liif_predictor,
-                                 make_test_loader, parse_eval_type, parse_root_override, query_psnr)
+from evaluation.protocol import (apply_root_overrides, batched_mean, batched_psnr, bicubic_predictor, evaluate,
+                                 grid_shape, liif_predictor, make_test_loader, parse_eval_type, parse_root_override,
+                                 query_psnr, query_squared_error)
 from utils.image import read_rgb_u8, u8_to_float
 from utils.imresize import imresize
 from utils.norm import DataNorm
@@ -153,6 +155,46 @@ def test_query_psnr_shaves_the_border_and_takes_plain_subsets():
     got = query_psnr(pred, target, torch.zeros(2, 64, 2), parse_eval_type(None))
     expected = [np_psnr(pred[i].numpy().T, target[i].numpy().T, 0, False) for i in range(2)]
     assert got.tolist() == pytest.approx(expected, abs=1e-9)
+
+
+def test_query_squared_error_sums_what_query_psnr_scores():
+    pred, gt = torch.rand(2, 20 * 20, 3), torch.rand(2, 20 * 20, 3)
+    coord = make_coord((20, 20)).unsqueeze(0).expand(2, -1, -1)
+    sse, count = query_squared_error(pred, gt, coord, parse_eval_type('div2k-2'))
+    assert count == 3 * 4 * 4  # RGB, 20 px shaved by 2 + 6 on each side
+    d = (pred - gt).double().view(2, 20, 20, 3)[:, 8:12, 8:12]
+    assert sse.tolist() == pytest.approx(d.pow(2).flatten(1).sum(1).tolist(), rel=1e-12)
+    sse, count = query_squared_error(pred, gt, coord, parse_eval_type('benchmark-3'))
+    assert count == 14 * 14  # Y, shave 3
+    y = (d.new_tensor([65.481, 128.553, 24.966]) / 255 * (pred - gt).double().view(2, 20, 20, 3)).sum(-1)
+    assert sse.tolist() == pytest.approx(y[:, 3:17, 3:17].pow(2).flatten(1).sum(1).tolist(), rel=1e-9)
+    assert query_psnr(pred, gt, coord, parse_eval_type('benchmark-3')).tolist() == pytest.approx(
+        (-10 * torch.log10(sse / count)).tolist(), abs=1e-9)
+
+
+def test_batched_psnr_pools_each_single_process_batch():
+    # 5 samples, batches of 2: {0, 1}, {2, 3}, {4}; sample 3 holds twice the values of sample 2
+    sse = {0: 4.0, 1: 1.0, 2: 0.5, 3: 3.0, 4: 0.02}
+    count = {0: 100, 1: 100, 2: 50, 3: 100, 4: 100}
+    by_hand = -10 * (2 * math.log10(5.0 / 200) + 2 * math.log10(3.5 / 150) + math.log10(0.02 / 100)) / 5
+    def in_order(order):
+        return batched_psnr([sse[i] for i in order], [count[i] for i in order], order, 2)
+    assert in_order([0, 1, 2, 3, 4]) == pytest.approx(by_hand, abs=1e-12)
+    # what two ranks deliver (rank 0: 0, 2, 4; rank 1: 1, 3) gives the same figure
+    assert in_order([0, 2, 4, 1, 3]) == pytest.approx(by_hand, abs=1e-12)
+    per_sample = sum(-10 * math.log10(sse[i] / count[i]) for i in sse) / 5
+    assert abs(by_hand - per_sample) > 0.5  # the per-sample mean is another figure
+    # one batch holding every sample: the PSNR of the pooled MSE; an error-free batch scores inf
+    assert batched_psnr([1.0, 3.0], [10, 30], [1, 0], 8) == pytest.approx(-10 * math.log10(4 / 40), abs=1e-12)
+    assert batched_psnr([0.0, 0.0], [10, 10], [0, 1], 1) == math.inf
+    # batched_mean: the same regrouping, pooled means instead of PSNRs
+    assert batched_mean([6.0, 1.0, 2.0], [3, 1, 2], [2, 0, 1], 2) == pytest.approx((2 * 3 / 3 + 6 / 3) / 3, abs=1e-12)
+
+
+@pytest.mark.parametrize('indices', [[0, 2], [0, 0], [1, 2]])
+def test_batched_psnr_needs_each_index_once(indices):
+    with pytest.raises(ValueError, match='each once'):
+        batched_psnr([1.0, 1.0], [4, 4], indices, 2)
 
 
 def test_grid_shape_needs_a_whole_grid():

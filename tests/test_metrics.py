@@ -8,7 +8,7 @@ import torch
 from tests.conftest import shared_path
 from tests.helpers import one_thread  # noqa: F401  (fixture)
 from utils.image import read_rgb_u8
-from utils.metrics import gaussian_1d, psnr, rgb_to_y, ssim
+from utils.metrics import gaussian_1d, psnr, rgb_to_y, squared_error, ssim
 
 # one intra-op thread: on the small shared test machines two threads thrash
 pytestmark = pytest.mark.usefixtures('one_thread')
@@ -38,6 +38,19 @@ def test_psnr_of_a_known_error():
     # on Y the error is scaled by the luminance weights' sum, 219 / 255
     expected_y = 20 * math.log10(255 * 255 / 219)
     assert float(psnr(sr[0], hr[0], y_channel=True)) == pytest.approx(expected_y, abs=1e-9)
+
+
+def test_squared_error_of_a_known_error():
+    hr = torch.rand(2, 3, 16, 16, dtype=torch.float64) * 0.9
+    sr = hr.clone()
+    sr[1] += 0.01
+    sse, count = squared_error(sr, hr, shave=2)
+    assert count == 3 * 12 * 12
+    assert sse.tolist() == pytest.approx([0.0, count * 1e-4], rel=1e-9)
+    # on Y the error is scaled by the luminance weights' sum, 219 / 255
+    sse, count = squared_error(sr, hr, y_channel=True)
+    assert count == 16 * 16
+    assert sse.tolist() == pytest.approx([0.0, count * (0.01 * 219 / 255) ** 2], rel=1e-9)
 
 
 def test_shave_and_rounding():

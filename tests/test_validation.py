@@ -1,4 +1,4 @@
-"""Training's validation (training/loop.py validate): evaluation's PSNR, per sample, independent of the world size."""
+"""Training's validation (training/loop.py validate): the authors' per-batch PSNR, independent of the world size."""
 import json
 import os
 
@@ -30,7 +30,8 @@ def _single() -> DistInfo:
     return DistInfo(rank=0, world_size=1, local_rank=0, local_world_size=1, device=CPU)
 
 
-def test_validation_psnr_is_evaluations_and_the_hand_computed_one(tmp_path):
+def test_validation_psnr_is_the_authors_per_batch_one_by_hand(tmp_path):
+    """3 images in batches of 2: PSNR of the error pooled over (baby, bird), then of head, weighted 2 : 1."""
     lr_dir, hr_dir = write_small_pairs(shared_path('benchmark', 'Set5', 'HR'), tmp_path,
                                        names=('bird.png', 'head.png', 'baby.png'))
     ds = datasets.make({'name': 'sr-implicit-paired', 'args': {}},
@@ -38,27 +39,29 @@ def test_validation_psnr_is_evaluations_and_the_hand_computed_one(tmp_path):
                                                        'args': {'root_path_1': lr_dir, 'root_path_2': hr_dir}})})
     model = models.make(TINY_LIIF).eval()
     norm = DataNorm.from_mapping(PER_CHANNEL_NORM)
-    val = validate(model, DataLoader(ds, batch_size=2), norm, None, _single(), 'benchmark-2')
-    protocol = parse_eval_type('benchmark-2')
-    ref = evaluate(liif_predictor(model, norm, None), DataLoader(ds, batch_size=1), protocol, CPU)
-    assert val['val_psnr'] == pytest.approx(ref['psnr'], abs=1e-5)
-    # by hand: mean of the per-image PSNRs (not the PSNR of the pooled error of a batch), and of the
-    # per-image L1 of the raw prediction against the normalised target
-    psnrs, l1s = [], []
+    val = validate(model, DataLoader(ds, batch_size=2), norm, None, _single(), 2, 'benchmark-2')
+    # by hand: each image's MSE (Y, shave 2) from the textbook PSNR, and its L1 of the raw prediction
+    # against the normalised target; all images are 48 x 48, so a batch's pooled MSE is the mean of its MSEs
+    mses, l1s = [], []
     coord = make_coord((48, 48)).unsqueeze(0)
     isub, idiv, gsub, gdiv = (np.array(PER_CHANNEL_NORM[p][k], dtype=np.float32)
                               for p in ('inp', 'gt') for k in ('sub', 'div'))
     for name in ('baby.png', 'bird.png', 'head.png'):
         lr = read_rgb_u8(os.path.join(lr_dir, name)).permute(1, 2, 0).numpy()
         hr = u8_to_float(read_rgb_u8(os.path.join(hr_dir, name))).numpy()
-        psnrs.append(np_psnr(manual_upscale(model, lr, (48, 48), PER_CHANNEL_NORM), hr, shave=2, y=True))
+        mses.append(10 ** (-np_psnr(manual_upscale(model, lr, (48, 48), PER_CHANNEL_NORM), hr, shave=2, y=True) / 10))
         inp = torch.from_numpy(((lr / 255 - isub) / idiv).astype(np.float32).transpose(2, 0, 1)).unsqueeze(0)
         with torch.no_grad():
             raw = model(inp, coord, make_cell(coord, (48, 48)))[0].numpy()
         l1s.append(np.abs(raw - (hr.transpose(1, 2, 0).reshape(-1, 3) - gsub) / gdiv).mean())
-    assert val['val_psnr'] == pytest.approx(np.mean(psnrs), abs=1e-4)
-    assert val['val_loss'] == pytest.approx(np.mean(l1s), rel=1e-5)
-    assert max(psnrs) - min(psnrs) > 0.1  # the images differ, so the per-image mean is what is checked
+    per_batch = (2 * -10 * np.log10((mses[0] + mses[1]) / 2) + -10 * np.log10(mses[2])) / 3
+    assert val['val_psnr'] == pytest.approx(per_batch, abs=1e-4)
+    assert val['val_loss'] == pytest.approx((2 * (l1s[0] + l1s[1]) / 2 + l1s[2]) / 3, rel=1e-5)
+    # not the per-image mean of evaluation (which the hand computation above also is not)
+    per_image = float(np.mean(-10 * np.log10(mses)))
+    ref = evaluate(liif_predictor(model, norm, None), DataLoader(ds, batch_size=1), parse_eval_type('benchmark-2'), CPU)
+    assert ref['psnr'] == pytest.approx(per_image, abs=1e-4)
+    assert abs(val['val_psnr'] - per_image) > 0.05
 
 
 def _val_cfg() -> dict:
@@ -82,7 +85,7 @@ def _validations(info: DistInfo, cfg: dict) -> dict:
     out = {}
     for key, eval_type in (('sampled', None), ('whole', 'benchmark-3')):
         loaders = Loaders({**cfg, 'val_dataset': cfg[key]}, info)
-        out[key] = validate(model, loaders.val, norm, None, info, eval_type)
+        out[key] = validate(model, loaders.val, norm, None, info, cfg[key]['batch_size'], eval_type)
     return out
 
 

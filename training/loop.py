@@ -1,15 +1,15 @@
 """One training epoch and one validation pass (L1 in the normalised space, PSNR on [0, 1] values)."""
 
-import math
 import time
 from dataclasses import dataclass
 from typing import Callable, ContextManager, Dict, Iterable, List, Optional
 
 import torch
 import torch.nn.functional as F
+from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from evaluation.protocol import parse_eval_type, query_image, query_psnr
+from evaluation.protocol import batched_mean, batched_psnr, parse_eval_type, query_image, query_squared_error
 from training.dist import DistInfo, all_gather_objects, all_reduce_tensor
 from training.monitor import Monitor
 from training.state import Progress
@@ -99,23 +99,27 @@ def train_epoch(model: torch.nn.Module, batches: Iterable, optimizer: torch.opti
 
 
 @torch.no_grad()
-def validate(model: torch.nn.Module, batches: Iterable, norm: DataNorm, amp: Optional[str],
-             info: DistInfo, eval_type: Optional[str] = None, eval_bsize: Optional[int] = None) -> Dict[str, float]:
-    """Mean over all validation samples (every rank's) of each sample's PSNR and L1.
+def validate(model: torch.nn.Module, loader: DataLoader, norm: DataNorm, amp: Optional[str], info: DistInfo,
+             batch_size: int, eval_type: Optional[str] = None, eval_bsize: Optional[int] = None
+             ) -> Dict[str, float]:
+    """PSNR and L1 of the whole validation set as the authors logged them, for any number of processes.
 
-    PSNR is evaluation's (query_psnr): eval_type's shave and Y channel on whole-grid samples, or
-    without eval_type RGB over the sample's queries, on clamped [0, 1] colours; L1 is the training
-    loss, in the normalised space. Defined per sample, then averaged, as the test protocol's
-    per-image mean; the authors' training log averaged per-batch PSNRs instead, which here would
-    depend on how many processes share the batches. Every rank's values are gathered and summed
-    exactly (math.fsum), so the result is the single-process one for any number of processes.
+    batch_size is the config's (global) validation batch. PSNR is evaluation's protocol (eval_type's
+    shave and Y channel on whole-grid samples, or without eval_type RGB over the sample's queries, on
+    clamped [0, 1] colours), pooled over each single-process batch, then averaged weighted by batch
+    size (batched_psnr); L1 is the training loss in the normalised space, per batch likewise. Each
+    rank scores its own samples (the loader's sampler gives their places in the set) and all ranks
+    gather every sample's sums, so every rank gets the single-process figures.
     """
     protocol = parse_eval_type(eval_type)
     model = getattr(model, 'module', model)
     model.eval()
-    psnrs: List[float] = []
-    l1s: List[float] = []
-    for batch in tqdm(batches, desc='val', leave=False, disable=None if info.is_main else True):
+    indices = list(loader.sampler)
+    sse: List[float] = []
+    sse_counts: List[int] = []
+    l1: List[float] = []
+    l1_counts: List[int] = []
+    for batch in tqdm(loader, desc='val', leave=False, disable=None if info.is_main else True):
         batch = to_device(batch, info.device)
         inp = norm.inp(batch['inp'])
         with autocast(info.device, amp):
@@ -124,15 +128,21 @@ def validate(model: torch.nn.Module, batches: Iterable, norm: DataNorm, amp: Opt
             else:
                 pred = batched_predict(model, inp, batch['coord'], batch['cell'], eval_bsize)
         pred = pred.float()
-        l1s += (pred.double() - norm.gt(batch['gt']).double()).abs().flatten(1).mean(dim=1).tolist()
-        rgb = norm.output(pred).clamp_(0, 1)
-        psnrs += query_psnr(rgb, batch['gt'], batch['coord'], protocol).tolist()
-    gathered = all_gather_objects((psnrs, l1s), info)
-    all_psnrs = [v for rank_psnrs, _ in gathered for v in rank_psnrs]
-    all_l1s = [v for _, rank_l1s in gathered for v in rank_l1s]
-    if not all_psnrs:
+        err = (pred.double() - norm.gt(batch['gt']).double()).abs().flatten(1)
+        l1 += err.sum(dim=1).tolist()
+        l1_counts += [err.shape[1]] * err.shape[0]
+        sums, count = query_squared_error(norm.output(pred).clamp_(0, 1), batch['gt'], batch['coord'], protocol)
+        sse += sums.tolist()
+        sse_counts += [count] * len(sums)
+    if len(sse) != len(indices):
+        raise RuntimeError(f"the validation loader gave {len(sse)} samples, its sampler {len(indices)}")
+    gathered = all_gather_objects((indices, sse, sse_counts, l1, l1_counts), info)
+    all_indices, all_sse, all_sse_counts, all_l1, all_l1_counts = (
+        [v for rank_part in gathered for v in rank_part[field]] for field in range(5))
+    if not all_indices:
         raise UserError("the validation dataset holds no samples")
-    return {'val_psnr': math.fsum(all_psnrs) / len(all_psnrs), 'val_loss': math.fsum(all_l1s) / len(all_l1s)}
+    return {'val_psnr': batched_psnr(all_sse, all_sse_counts, all_indices, batch_size),
+            'val_loss': batched_mean(all_l1, all_l1_counts, all_indices, batch_size)}
 
 
 @torch.no_grad()

@@ -243,7 +243,7 @@ class Run:
         best = False
         if self.loaders.val is not None and epoch % cfg['epoch_val'] == 0:
             record.update(validate(self.model, self.loaders.val, self.norm, self.amp, self.info,
-                                   cfg['eval_type'], cfg['eval_bsize']))
+                                   cfg['val_dataset']['batch_size'], cfg['eval_type'], cfg['eval_bsize']))
             best = p.best_val_psnr is None or record['val_psnr'] > p.best_val_psnr
             if best:
                 p.best_val_psnr = record['val_psnr']

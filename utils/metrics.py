@@ -47,6 +47,14 @@ def _prepare(sr: torch.Tensor, hr: torch.Tensor, shave: int, y_channel: bool, ro
     return a, b, single
 
 
+def squared_error(sr: torch.Tensor, hr: torch.Tensor, shave: int = 0, y_channel: bool = False
+                  ) -> Tuple[torch.Tensor, int]:
+    """Per image, the float64 sum of squared errors (N,) (as psnr scores them) and the values it sums."""
+    a, b, _ = _prepare(sr, hr, shave, y_channel, False)
+    d = (a - b).flatten(1)
+    return d.pow(2).sum(dim=1), d.shape[1]
+
+
 def psnr(sr: torch.Tensor, hr: torch.Tensor, shave: int = 0, y_channel: bool = False,
          round_u8: bool = False) -> torch.Tensor:
     """PSNR in dB (peak 1, i.e. 255 on the 8-bit scale) of sr against hr, per image; inf when equal."""
