@@ -11,6 +11,7 @@ from models import fast_query
 from models.fast_query import query_mode
 from models.sampling import corner_shifts, nearest_index, sample_nearest
 from tests.conftest import shared_path
+from tests.helpers import one_thread  # noqa: F401  (fixture)
 from utils.coord import make_cell, make_coord
 
 PARITY = ('reference', 'liif-parity')
@@ -279,15 +280,16 @@ def test_gradients_of_both_paths_agree_on_the_parity_models(name):
 
 
 def _in_two_threads(jobs):
-    """Run two callables concurrently, each several times; their results (the last of each) or the first error."""
+    """Run two callables concurrently without autograd, each twice; their last results, or the first error."""
     results, errors = [None, None], []
     start = threading.Barrier(2)
 
     def work(i):
         try:
             start.wait()
-            for _ in range(3):
-                results[i] = jobs[i]()
+            for _ in range(2):
+                with torch.no_grad():  # grad mode is per thread
+                    results[i] = jobs[i]()
         except Exception as e:  # noqa: BLE001  (re-raised in the test's thread)
             errors.append(e)
 
@@ -301,36 +303,27 @@ def _in_two_threads(jobs):
     return results
 
 
-@pytest.mark.parametrize('replicas', [False, True], ids=['one-model', 'data-parallel-replicas'])
+@pytest.mark.parametrize('how', ['forward', 'replicas-forward', 'replicas-query_rgb'])
 @pytest.mark.parametrize('name', PARITY_MODELS)
-def test_concurrent_queries_from_two_threads_equal_serial_ones(name, replicas, monkeypatch):
-    monkeypatch.setattr(fast_query, 'ROWS_PER_PASS', 256)  # many chunks per call
+def test_concurrent_queries_from_two_threads_equal_serial_ones(name, how, monkeypatch, one_thread):
+    monkeypatch.setattr(fast_query, 'ROWS_PER_PASS', 1024)  # many chunks per call: long, interleaved queries
     model, vectors = parity_model(name)
     # nn.DataParallel's replicate() builds its replicas with this: they share the original's __dict__ objects
-    runners = [model._replicate_for_data_parallel() for _ in range(2)] if replicas else [model, model]
+    runners = [model._replicate_for_data_parallel() for _ in range(2)] if how.startswith('replicas') else [model] * 2
     inputs = [vectors['input'], vectors['input'].flip(-1)]
-    cases = [{k: v[:, :2000] for k, v in case.items()} for case in vectors['cases'].values()]
+    cases = list(vectors['cases'].values())
     with torch.no_grad():
         serial = [model(inputs[i], cases[i]['coord'], cases[i]['cell']) for i in range(2)]
-        together = _in_two_threads([
-            lambda i=i: runners[i](inputs[i], cases[i]['coord'], cases[i]['cell']) for i in range(2)])
+        if how == 'replicas-query_rgb':  # the authors' API: each replica keeps its own feature map
+            for runner, inp in zip(runners, inputs):
+                runner.gen_feat(inp)
+            jobs = [lambda i=i: runners[i].query_rgb(cases[i]['coord'], cases[i]['cell']) for i in range(2)]
+        else:
+            jobs = [lambda i=i: runners[i](inputs[i], cases[i]['coord'], cases[i]['cell']) for i in range(2)]
+        together = _in_two_threads(jobs)
     for i in range(2):
         assert (together[i] - serial[i]).abs().max() <= 1e-6 * max(1.0, serial[i].abs().max().item()), i
     assert (together[0] - cases[0]['output']).abs().max() <= parity_tol(name, cases[0]['output'])
-
-
-def test_replicas_query_their_own_feature_maps_with_the_authors_api():
-    model = tiny().eval()
-    inputs = [torch.rand(2, 3, 9, 8) * 2 - 1 for _ in range(2)]
-    coord, cell = queries(2, 9, 8, (30, 27))
-    replicas = [model._replicate_for_data_parallel() for _ in range(2)]
-    with torch.no_grad():
-        serial = [model(x, coord, cell) for x in inputs]
-        for r, x in zip(replicas, inputs):
-            r.gen_feat(x)
-        together = _in_two_threads([lambda r=r: r.query_rgb(coord, cell) for r in replicas])
-    for got, want in zip(together, serial):
-        assert (got - want).abs().max() <= 1e-6 * max(1.0, want.abs().max().item())
 
 
 def _edit_by_data_mul(model):
