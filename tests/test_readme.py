@@ -69,7 +69,7 @@ def _script(rel: str):
 
 def test_first_screen_keeps_the_two_fresh_machine_commands():
     assert COMMANDS[:2] == ['python demo.py --input assets/sample.png --scale 2 --output sample_x2.png',
-                            'python -m pytest -q tests']
+                            'python -m pytest -q -rs tests']
     first = open(README).read().split('## ')[0]
     assert first.count('{ [ -d .venv ] || python3 -m venv .venv; } && . .venv/bin/activate') == 2
     assert 'download.pytorch.org/whl/cpu' in first and '5.5 GB' in first
