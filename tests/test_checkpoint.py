@@ -25,8 +25,10 @@ def test_roundtrip_released_format(tmp_path):
     assert set(ckpt) == {'model', 'epoch'} and ckpt['epoch'] == 3
     assert set(ckpt['model']) == {'name', 'args', 'sd'}
     rebuilt = load_model(path)
-    for (k1, v1), (k2, v2) in zip(model.state_dict().items(), rebuilt.state_dict().items()):
-        assert k1 == k2 and torch.equal(v1, v2)
+    want, got = model.state_dict(), rebuilt.state_dict()
+    assert list(got) == list(want)  # zip below would silently stop at a missing key
+    for k, v in want.items():
+        assert torch.equal(got[k], v), k
     assert [p.name for p in tmp_path.iterdir()] == ['epoch-last.pth']  # no temporary left
 
 
@@ -92,8 +94,10 @@ def test_legacy_format_checkpoint_loads(tmp_path):
     model, path = _saved(tmp_path, legacy=True)
     assert not zipfile.is_zipfile(path)
     rebuilt = load_model(path)
-    for (k1, v1), (k2, v2) in zip(model.state_dict().items(), rebuilt.state_dict().items()):
-        assert k1 == k2 and torch.equal(v1, v2)
+    want, got = model.state_dict(), rebuilt.state_dict()
+    assert list(got) == list(want)  # zip below would silently stop at a missing key
+    for k, v in want.items():
+        assert torch.equal(got[k], v), k
 
 
 @pytest.mark.parametrize('cut', [0, 10, 16, 0.5, -8])
