@@ -68,14 +68,20 @@ def test_fp16_export_halves_float_weights(tmp_path, training_ckpt):
         assert torch.equal(sd[k], v.half() if v.is_floating_point() else v), k
 
 
-def test_a_released_checkpoint_exports_without_training_metadata(tmp_path, training_ckpt):
+def test_a_release_checkpoint_re_exports_with_its_metadata(tmp_path, training_ckpt):
     src, _ = training_ckpt
     released = tmp_path / 'released.pth'
     export_model.main([str(src), str(released)])
     again = tmp_path / 'again.pth'
     export_model.main([str(released), str(again)])
-    out = torch.load(again, weights_only=True)
-    assert out['meta'] == {'epoch': None, 'global_step': None, 'best_val_psnr': None, 'train_config': None}
+    first, out = torch.load(released, weights_only=True), torch.load(again, weights_only=True)
+    assert out['meta'] == first['meta'] and out['meta']['global_step'] == 7
+    assert out['data_norm'] == first['data_norm'] == PER_CHANNEL_NORM
+
+
+def test_an_authors_checkpoint_exports_without_training_metadata(tmp_path):
+    out = export_model.release_checkpoint(_training_ckpt())
+    assert out['meta'] == {'epoch': 3, 'global_step': None, 'best_val_psnr': None, 'train_config': None}
 
 
 @pytest.mark.parametrize('case, message', [
