@@ -32,7 +32,7 @@ SAFETENSORS_EXT = '.safetensors'
 # the header metadata key holding the checkpoint (less its tensors) as JSON, and the version of that layout
 SAFETENSORS_KEY = 'liif'
 SAFETENSORS_VERSION = 1
-SAFETENSORS_HINT = "reading and writing .safetensors files needs the safetensors package: pip install safetensors"
+SAFETENSORS_HINT = "safetensors files need the safetensors package: pip install safetensors"
 # what torch's weights-only unpickler names when it meets a class it refuses (a real, dotted name)
 _REFUSED_GLOBAL = re.compile(r'GLOBAL ((?:[A-Za-z_]\w*\.)+[A-Za-z_]\w*) was not an allowed global')
 
@@ -90,7 +90,9 @@ def _load_torch(path: str, head: bytes, map_location: Union[str, torch.device], 
     if not zipfile.is_zipfile(path) and head != LEGACY_MAGIC:
         raise unreadable
     try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=not trusted)
+        # an open file, not the path: torch.load would take any '*.safetensors' path for safetensors
+        with open(path, 'rb') as f:
+            ckpt = torch.load(f, map_location=map_location, weights_only=not trusted)
     except pickle.UnpicklingError as e:
         # a truncated legacy file also ends in the weights-only unpickler, naming no real class
         refused = _REFUSED_GLOBAL.search(str(e))
@@ -107,7 +109,7 @@ def save_safetensors(path: PathLike, ckpt: Dict[str, Any]) -> None:
     """Write a released-format checkpoint as safetensors, atomically: the state dict as tensors, the rest
     (model name and args, data_norm, meta) as JSON in the header; every non-tensor value must be plain JSON."""
     if safetensors_torch is None:
-        raise UserError(SAFETENSORS_HINT)
+        raise UserError(f"cannot write {os.fspath(path)}: {SAFETENSORS_HINT}")
     entry = ckpt.get('model')
     if not (isinstance(entry, dict) and {'name', 'args', 'sd'} <= set(entry)):
         raise UserError("only a LIIF checkpoint ({'model': {'name', 'args', 'sd'}, ...}) can be saved as safetensors")
@@ -153,7 +155,7 @@ def _same(a: Any, b: Any) -> bool:
 def _load_safetensors(path: str, map_location: Union[str, torch.device]) -> Dict[str, Any]:
     """The released-format dict of a .safetensors checkpoint; any inconsistency is a one-line UserError."""
     if safetensors_torch is None:
-        raise UserError(SAFETENSORS_HINT)
+        raise UserError(f"cannot read checkpoint {path}: {SAFETENSORS_HINT}")
     with open(path, 'rb') as f:
         data = f.read()
     header = _safetensors_header(path, data)
