@@ -181,10 +181,15 @@ def _tampered(data: bytes, how: str) -> bytes:
         meta['liif'] = json.dumps({'data_norm': None})
     elif how == 'version':
         meta['liif_version'] = '99'
-    elif how == 'tensor unlisted':
+    elif how in ('tensor unlisted', 'tensor listed twice'):
         doc = json.loads(meta['liif'])
-        doc['model']['sd'].remove(name)
+        if how == 'tensor listed twice':
+            doc['model']['sd'].append(name)
+        else:
+            doc['model']['sd'].remove(name)
         meta['liif'] = json.dumps(doc)
+    elif how == 'tensor removed':
+        del header[name]
     elif how == 'offsets':
         header[name]['data_offsets'] = 'x'
     elif how == 'dtype':
@@ -199,7 +204,9 @@ def _tampered(data: bytes, how: str) -> bytes:
     ('no spec', "is not a LIIF checkpoint: its safetensors header has no 'liif' metadata"),
     ('spec without model', "is not a LIIF checkpoint: its 'liif' metadata needs a 'model' entry"),
     ('version', "layout version '99', this code reads 1"),
-    ('tensor unlisted', r'damaged safetensors checkpoint: 0 listed weight\(s\) missing , 1 unlisted \(encoder'),
+    ('tensor unlisted', r'damaged safetensors checkpoint: 1 tensor\(s\) not listed \(encoder\.[\w.]+\)$'),
+    ('tensor listed twice', r'damaged safetensors checkpoint: weights listed twice$'),
+    ('tensor removed', r'damaged safetensors checkpoint: 1 listed weight\(s\) missing \(encoder\.[\w.]+\)$'),
     ('offsets', r'damaged safetensors header \(bad tensor entries\)'),
     ('dtype', r'damaged safetensors checkpoint \('),
 ])

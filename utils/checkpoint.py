@@ -180,8 +180,10 @@ def _load_safetensors(path: str, map_location: Union[str, torch.device]) -> Dict
     listed = entry['sd']
     if set(listed) != names or len(listed) != len(names):
         missing, extra = sorted(set(listed) - names), sorted(names - set(listed))
-        raise UserError(f"{path}: damaged safetensors checkpoint: {len(missing)} listed weight(s) missing "
-                        f"{_few(missing)}, {len(extra)} unlisted {_few(extra)}")
+        found = [f"{len(missing)} listed weight(s) missing {_few(missing)}"] if missing else []
+        found += [f"{len(extra)} tensor(s) not listed {_few(extra)}"] if extra else []
+        raise UserError(f"{path}: damaged safetensors checkpoint: "
+                        f"{'; '.join(found) or 'weights listed twice'}")
     try:
         tensors = safetensors_torch.load(data)
     except SafetensorError as e:
@@ -192,8 +194,8 @@ def _load_safetensors(path: str, map_location: Union[str, torch.device]) -> Dict
 
 
 def _few(names: List[str]) -> str:
-    """Up to three names, for a one-line message."""
-    return '(' + ', '.join(names[:3]) + (', ...' if len(names) > 3 else '') + ')' if names else ''
+    """Up to three names in parentheses, for a one-line message."""
+    return '(' + ', '.join(names[:3]) + (', ...' if len(names) > 3 else '') + ')'
 
 
 def _safetensors_header(path: str, data: bytes) -> Dict[str, Any]:
