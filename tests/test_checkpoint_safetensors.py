@@ -171,12 +171,20 @@ def _tampered(data: bytes, how: str) -> bytes:
     name = next(k for k in header if k != '__metadata__')
     if how == 'header json':
         return data[:8] + b'[' + data[9:]  # the header's opening brace, damaged
+    if how == 'header body':
+        return data[:8 + n - 1] + b'x' + data[8 + n:]  # its closing brace
     if how == 'header length':
         return struct.pack('<Q', n + 10 ** 9) + data[8:]
     if how == 'liif json':
         meta['liif'] = meta['liif'][:-5]
     elif how == 'no spec':
         del meta['liif']
+    elif how == 'liif not a string':
+        meta['liif'] = 5
+    elif how == 'names not strings':
+        doc = json.loads(meta['liif'])
+        doc['model']['sd'][0] = {'a': 1}
+        meta['liif'] = json.dumps(doc)
     elif how == 'spec without model':
         meta['liif'] = json.dumps({'data_norm': None})
     elif how == 'version':
@@ -199,7 +207,10 @@ def _tampered(data: bytes, how: str) -> bytes:
 
 @pytest.mark.parametrize('how, match', [
     ('header json', 'not a safetensors file'),
+    ('header body', r'damaged safetensors header \(not a JSON object\)'),
     ('header length', r'truncated \(header length'),
+    ('liif not a string', "damaged safetensors checkpoint: its 'liif' metadata is not valid JSON"),
+    ('names not strings', r"its 'liif' metadata needs a 'model' entry with 'name', 'args' and 'sd' \(the list"),
     ('liif json', "damaged safetensors checkpoint: its 'liif' metadata is not valid JSON"),
     ('no spec', "is not a LIIF checkpoint: its safetensors header has no 'liif' metadata"),
     ('spec without model', "is not a LIIF checkpoint: its 'liif' metadata needs a 'model' entry"),

@@ -169,11 +169,12 @@ def _load_safetensors(path: str, map_location: Union[str, torch.device]) -> Dict
                         f"{SAFETENSORS_VERSION!r}")
     try:
         doc = json.loads(meta[SAFETENSORS_KEY])
-    except ValueError:
+    except (TypeError, ValueError):
         raise UserError(f"{path}: damaged safetensors checkpoint: its {SAFETENSORS_KEY!r} metadata is not "
                         f"valid JSON") from None
     entry = doc.get('model') if isinstance(doc, dict) else None
-    if not (isinstance(entry, dict) and {'name', 'args', 'sd'} <= set(entry) and isinstance(entry['sd'], list)):
+    if not (isinstance(entry, dict) and {'name', 'args', 'sd'} <= set(entry) and isinstance(entry['sd'], list)
+            and all(isinstance(k, str) for k in entry['sd'])):
         raise UserError(f"{path} is not a LIIF checkpoint: its {SAFETENSORS_KEY!r} metadata needs a 'model' "
                         f"entry with 'name', 'args' and 'sd' (the list of weight names)")
     names = set(header) - {'__metadata__'}
