@@ -1,6 +1,7 @@
 """scripts/export_model.py: a training checkpoint stripped to a release checkpoint."""
 import importlib.util
 import os
+import zipfile
 
 import pytest
 import torch
@@ -11,7 +12,7 @@ from inference.loading import load_model
 from tests.helpers import PER_CHANNEL_NORM, ROOT, TINY_LIIF, error_lines, run_script
 from training import state
 from training.dist import DistInfo
-from utils.checkpoint import model_spec
+from utils.checkpoint import load_checkpoint, model_spec, save_safetensors
 from utils.errors import UserError
 
 _spec = importlib.util.spec_from_file_location('export_model', os.path.join(ROOT, 'scripts', 'export_model.py'))
@@ -68,14 +69,20 @@ def test_fp16_export_halves_float_weights(tmp_path, training_ckpt):
         assert torch.equal(sd[k], v.half() if v.is_floating_point() else v), k
 
 
-def test_a_released_checkpoint_exports_without_training_metadata(tmp_path, training_ckpt):
+def test_a_release_checkpoint_re_exports_with_its_metadata(tmp_path, training_ckpt):
     src, _ = training_ckpt
     released = tmp_path / 'released.pth'
     export_model.main([str(src), str(released)])
     again = tmp_path / 'again.pth'
     export_model.main([str(released), str(again)])
-    out = torch.load(again, weights_only=True)
-    assert out['meta'] == {'epoch': None, 'global_step': None, 'best_val_psnr': None, 'train_config': None}
+    first, out = torch.load(released, weights_only=True), torch.load(again, weights_only=True)
+    assert out['meta'] == first['meta'] and out['meta']['global_step'] == 7
+    assert out['data_norm'] == first['data_norm'] == PER_CHANNEL_NORM
+
+
+def test_an_authors_checkpoint_exports_without_training_metadata(tmp_path):
+    out = export_model.release_checkpoint(_training_ckpt())
+    assert out['meta'] == {'epoch': 3, 'global_step': None, 'best_val_psnr': None, 'train_config': None}
 
 
 @pytest.mark.parametrize('case, message', [
@@ -126,3 +133,50 @@ def test_data_norm_is_kept_at_the_top_level():
     assert older['data_norm'] == PER_CHANNEL_NORM
     # the authors' released format stores none: nothing is invented
     assert 'data_norm' not in export_model.release_checkpoint(_training_ckpt())
+
+
+def test_safetensors_export_loads_as_the_pth_export(tmp_path, training_ckpt):
+    """By extension or by --format: the same release checkpoint, bit for bit, in the safetensors format."""
+    src, _ = training_ckpt
+    export_model.main([str(src), str(tmp_path / 'r.pth')])
+    export_model.main([str(src), str(tmp_path / 'r.safetensors')])
+    export_model.main([str(src), str(tmp_path / 'r.bin'), '--format', 'safetensors'])
+    want = load_checkpoint(tmp_path / 'r.pth')
+    for name in ('r.safetensors', 'r.bin'):
+        assert (tmp_path / name).read_bytes()[8:9] == b'{', name  # a safetensors header, not a zip
+        got = load_checkpoint(tmp_path / name)
+        assert {k: v for k, v in got.items() if k != 'model'} == {k: v for k, v in want.items() if k != 'model'}
+        assert got['model']['args'] == want['model']['args'] and list(got['model']['sd']) == list(want['model']['sd'])
+        assert all(torch.equal(got['model']['sd'][k], v) for k, v in want['model']['sd'].items())
+    assert zipfile.is_zipfile(tmp_path / 'r.pth')
+
+
+def test_fp16_safetensors_export(tmp_path, training_ckpt):
+    src, model = training_ckpt
+    export_model.main([str(src), str(tmp_path / 'h.safetensors'), '--fp16'])
+    sd = load_checkpoint(tmp_path / 'h.safetensors')['model']['sd']
+    for k, v in model.state_dict().items():
+        assert sd[k].dtype == (torch.float16 if v.is_floating_point() else v.dtype), k
+        assert torch.equal(sd[k], v.half() if v.is_floating_point() else v), k
+
+
+def test_bundled_model_converts_with_its_metadata(tmp_path):
+    bundled = os.path.join(ROOT, 'weights', 'liif-edsr-baseline.pth')
+    export_model.main([bundled, str(tmp_path / 'b.safetensors')])
+    got, want = load_checkpoint(tmp_path / 'b.safetensors'), load_checkpoint(bundled)
+    assert got['meta'] == want['meta'] and got['meta']['global_step'] == 12012
+    assert got['data_norm'] == want['meta']['train_config']['data_norm']
+
+
+@pytest.mark.parametrize('dst, fmt', [('m.safetensors', 'pth'), ('m.pth', 'safetensors'), ('m.PT', 'safetensors')])
+def test_format_and_extension_mismatch_is_one_line(tmp_path, training_ckpt, dst, fmt):
+    with pytest.raises(UserError, match=f"--format {fmt} does not match the destination {dst}") as e:
+        export_model.main([str(training_ckpt[0]), str(tmp_path / dst), '--format', fmt])
+    assert '\n' not in str(e.value) and not (tmp_path / dst).exists()
+
+
+def test_training_state_never_reaches_a_safetensors_file(tmp_path, training_ckpt):
+    """Saving the training checkpoint itself as safetensors is refused: its optimizer state is no plain data."""
+    ckpt = load_checkpoint(training_ckpt[0])
+    with pytest.raises(UserError, match="is not plain JSON data"):
+        save_safetensors(tmp_path / 't.safetensors', ckpt)
