@@ -365,7 +365,7 @@ class _LiifPlan(_Plan):
     """LIIF's first layer split into the code part (the table) and the offset / cell part."""
 
     layers: Layers  # the MLP after its first layer
-    first_rest: torch.Tensor  # first-layer weights on rel and rel_cell: (hidden, 2 or 4)
+    offset_weight: torch.Tensor  # first-layer weights on rel and rel_cell: (hidden, 2 or 4)
     shifts: torch.Tensor  # (P, 1, 1, 2)
     row_centres: torch.Tensor  # the codes' centre coordinates
     col_centres: torch.Tensor
@@ -391,11 +391,11 @@ class _LiifPlan(_Plan):
                 scratch: Optional[Scratch]) -> torch.Tensor:
         """Blend of the corners' MLP outputs: (N, q, out_dim)."""
         x = table.gather(codes.row, codes.col, scratch)  # the first layer's code part (+ ones column)
-        hidden = self.first_rest.shape[0]
+        hidden = self.offset_weight.shape[0]
         rel = (coord.unsqueeze(0) - torch.stack([self.row_centres[codes.row], self.col_centres[codes.col]], -1)) \
             * self.hw
         extra = rel if rel_cell is None else torch.cat([rel, rel_cell.unsqueeze(0).expand_as(rel)], dim=-1)
-        x[:, :hidden].addmm_(extra.reshape(-1, extra.shape[-1]).to(x.dtype), self.first_rest.t().to(x.dtype))
+        x[:, :hidden].addmm_(extra.reshape(-1, extra.shape[-1]).to(x.dtype), self.offset_weight.t().to(x.dtype))
         pred = self.layers.run(x, scratch).float().view(*codes.row.shape, -1)
         return (pred * corner_weights(rel, self.local_ensemble).unsqueeze(-1)).sum(dim=0)
 
@@ -415,7 +415,7 @@ def liif_query(model: nn.Module, feat: torch.Tensor, coord: torch.Tensor, cell: 
         out_dim=[m for m in modules if isinstance(m, nn.Linear)][-1].out_features,
         params=list(model.imnet.parameters()),
         layers=Layers(modules[1:]),
-        first_rest=first.weight[:, ncode:],
+        offset_weight=first.weight[:, ncode:],
         shifts=corner_shifts(h, w, model.local_ensemble, coord).view(-1, 1, 1, 2),
         row_centres=coord_seq(h, device=coord.device),
         col_centres=coord_seq(w, device=coord.device),

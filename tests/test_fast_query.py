@@ -262,7 +262,7 @@ def test_model_call_matches_the_authors_vectors_in_each_grad_mode(name, grad_mod
 @pytest.mark.parametrize('name', PARITY_MODELS)
 def test_gradients_of_both_paths_agree_on_the_parity_models(name):
     model, vectors = parity_model(name)
-    case = {k: v[:, ::7] for k, v in next(iter(vectors['cases'].values())).items()}  # a spread-out subset
+    case = {k: v[:, ::17] for k, v in next(iter(vectors['cases'].values())).items()}  # a spread-out subset
     inp = vectors['input'].clone().requires_grad_()
     target = torch.rand_like(case['output'])
     grads = []

@@ -124,7 +124,7 @@ def test_autocast_option_runs_and_stays_close():
         batched_predict(model, inp, coord, cell, amp='int8')
 
 
-def test_gen_feat_bounded_leaves_fast_and_reference_equal():
+def test_tiled_encoding_leaves_fast_and_reference_equal():
     model = tiny()
     inp = torch.rand(1, 3, 30, 30) * 2 - 1
     coord, cell = grid(1, (41, 41))
