@@ -58,7 +58,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     predict = liif_predictor(loaded.model, loaded.norm, bsize)
     if args.gallery:
         # published (images, then index.html) only if the whole evaluation succeeds
-        with GalleryWriter(args.gallery, f"{os.path.basename(args.model)} on {os.path.basename(args.config)}") as gallery:
+        title = f"{os.path.basename(args.model)} on {os.path.basename(args.config)}"
+        with GalleryWriter(args.gallery, title) as gallery:
             gallery.section(str(cfg.get('eval_type') or os.path.basename(args.config)), protocol,
                             dataset_names(loader.dataset))
             res = evaluate(predict, loader, protocol, device, args.ssim, on_image=gallery.add)

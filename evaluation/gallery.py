@@ -203,13 +203,14 @@ class GalleryWriter:
                f'summed over the window is largest (shown {ZOOM}x, nearest neighbour), and the HR image '
                'downsized with that window outlined. PSNR (dB) / SSIM of the whole image.</p>']
         for sec in self.sections:
-            out += [f'<h2>{e(sec.title)}</h2>', f'<p>{e(sec.protocol.describe())}{"; " + e(sec.note) if sec.note else ""}</p>',
+            note = e(sec.protocol.describe()) + (f"; {e(sec.note)}" if sec.note else '')
+            out += [f'<h2>{e(sec.title)}</h2>', f'<p>{note}</p>',
                     '<table>', '<tr><th>#</th><th>image</th><th>HR, downsized</th><th>Bicubic</th><th>Model</th>'
                     '<th>HR</th></tr>']
             for i, row in enumerate(sec.rows, 1):
+                full = e(urllib.parse.quote(row.full))
                 cells = [f'<td>{i}</td>', f'<td>{e(row.name)}</td>',
-                         f'<td><a href="{e(urllib.parse.quote(row.full))}"><img src="{e(urllib.parse.quote(row.full))}" '
-                         f'alt="{e(row.name)}"></a></td>']
+                         f'<td><a href="{full}"><img src="{full}" alt="{e(row.name)}"></a></td>']
                 for key in PANELS:
                     src = e(urllib.parse.quote(row.crops[key]))
                     score = ''

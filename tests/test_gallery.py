@@ -1,5 +1,7 @@
 """evaluation/gallery.py: the crop where the model gains most over bicubic, and the HTML gallery of an evaluation."""
 import html
+import importlib.util
+import json
 import os
 import re
 import urllib.parse
@@ -14,8 +16,9 @@ import models
 from evaluation.gallery import GalleryWriter, Window, best_window, dataset_names, gain_map
 from evaluation.protocol import Protocol, evaluate, liif_predictor, make_test_loader
 from tests.conftest import shared_path
-from tests.helpers import (TINY_LIIF, error_lines, manual_upscale, np_psnr, one_thread, run_script,  # noqa: F401
+from tests.helpers import (ROOT, TINY_LIIF, manual_upscale, np_psnr, one_thread, run_script,  # noqa: F401
                           save_model, write_small_pairs)
+from utils.errors import UserError
 from utils.imresize import imresize
 
 pytestmark = pytest.mark.usefixtures('one_thread')
@@ -76,8 +79,11 @@ def _loader(lr_dir, hr_dir, protocol):
 
 
 def _page_rows(folder):
-    """Per table row of index.html: name, linked files (in order) and the data-psnr values."""
-    page = open(os.path.join(folder, 'index.html')).read()
+    """index.html, and per table row: name, linked files (in order) and the data-psnr values."""
+    return _page_rows_of(open(os.path.join(folder, 'index.html')).read())
+
+
+def _page_rows_of(page):
     rows = []
     for row in re.findall(r'<tr><td>\d+</td>.*?</tr>', page):
         name = html.unescape(re.search(r'<td>\d+</td><td>(.*?)</td>', row).group(1))
@@ -166,8 +172,32 @@ def test_test_py_writes_the_gallery(tmp_path, pairs):
 
 
 def test_eval_suite_gallery_needs_a_model(tmp_path):
-    proc = run_script('scripts/eval_suite.py', '--bicubic', '--suite', 'benchmark', '--out', tmp_path / 'o',
-                      '--gallery', tmp_path / 'g')
-    assert proc.returncode == 2
-    assert error_lines(proc) == ["error: --gallery compares a model with bicubic: it needs --model, not --bicubic"]
+    spec = importlib.util.spec_from_file_location('eval_suite', os.path.join(ROOT, 'scripts', 'eval_suite.py'))
+    eval_suite = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(eval_suite)
+    with pytest.raises(UserError, match=r"^--gallery compares a model with bicubic: it needs --model, not --bicubic$"):
+        eval_suite.main(['--bicubic', '--suite', 'benchmark', '--out', str(tmp_path / 'o'),
+                         '--gallery', str(tmp_path / 'g')])
     assert not os.path.exists(tmp_path / 'g')
+
+
+def test_eval_suite_gallery_follows_the_table(tmp_path):
+    hr = tmp_path / 'data' / 'div2k' / 'DIV2K_valid_HR'
+    hr.mkdir(parents=True)
+    for name in ('bird.png', 'head.png'):
+        Image.open(shared_path('benchmark', 'Set5', 'HR', name)).crop((10, 20, 74, 70)).save(hr / name)
+    ckpt = save_model(tmp_path / 'tiny.pth', TINY_LIIF)
+    proc = run_script('scripts/eval_suite.py', '--model', ckpt, '--suite', 'div2k', '--scales', '3,12',
+                      '--data-root', tmp_path / 'data', '--lr-cache', tmp_path / 'cache', '--out', tmp_path / 'out',
+                      '--gallery', tmp_path / 'g')
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads((tmp_path / 'out' / 'div2k.json').read_text())
+    page = (tmp_path / 'g' / 'index.html').read_text()
+    # one table per cell, in the table's order, each image's model PSNR as the evaluation scored it
+    sections = re.split(r'<h2>', page)[1:]
+    assert [re.match(r'(.*?)</h2>', s).group(1) for s in sections] == ['DIV2K x3', 'DIV2K x12']
+    for scale, section in zip(('3', '12'), sections):
+        _, rows = _page_rows_of(section)
+        assert [r[0] for r in rows] == ['bird.png', 'head.png']
+        assert all(os.path.isfile(tmp_path / 'g' / rel) for r in rows for rel in r[1])
+        assert np.mean([r[2][1] for r in rows]) == pytest.approx(report['results']['DIV2K'][scale]['psnr'], abs=1e-9)
