@@ -173,8 +173,9 @@ class GalleryWriter:
         if not self.sections:
             raise RuntimeError("GalleryWriter.add before section()")
         sec = self.sections[-1]
-        gt, pred = score.gt.float(), score.pred.float()
-        bic = bicubic_predictor()(score.inp.unsqueeze(0).float(), tuple(gt.shape[-2:]))[0]
+        # on the CPU: the files are written from there, and the evaluation's device memory stays free
+        inp, pred, gt = (t.detach().float().cpu() for t in (score.inp, score.pred, score.gt))
+        bic = bicubic_predictor()(inp.unsqueeze(0), tuple(gt.shape[-2:]))[0]
         window = best_window(gain_map(bic, pred, gt, sec.protocol), self.crop)
         name = sec.names[score.index] if sec.names and score.index < len(sec.names) else f"image {score.index + 1}"
         stem = f"{score.index + 1:04d}_{_slug(os.path.splitext(name)[0])}"
