@@ -1,6 +1,7 @@
 """Evaluate a checkpoint with the paper's protocol: python test.py --config CFG --model CKPT."""
 import argparse
 import logging
+import os
 import sys
 from typing import List, Optional
 
@@ -9,6 +10,7 @@ from utils.config import load_config
 from utils.errors import UserError
 from evaluation.protocol import (evaluate, liif_predictor, make_test_loader, parse_eval_type,
                               parse_root_override)
+from evaluation.gallery import GalleryWriter, dataset_names
 from inference.loading import load_sr, select_device
 from utils.norm import IDENTITY, DataNorm
 
@@ -28,6 +30,8 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     p.add_argument('--lr-cache', default='./load/_lr_cache',
                    help="where LR images generated for a missing LR_bicubic folder are kept")
     p.add_argument('--ssim', action='store_true', help="also compute SSIM (on Y)")
+    p.add_argument('--gallery', default=None, metavar='DIR',
+                   help="also write DIR/index.html: per image, bicubic | model | HR where the model gains most")
     p.add_argument('--trust-checkpoint', action='store_true',
                    help="load a checkpoint holding arbitrary Python objects (unpickling it can run any code)")
     return p.parse_args(argv)
@@ -51,7 +55,17 @@ def main(argv: Optional[List[str]] = None) -> None:
     loaded = load_sr(args.model, device, fallback, source, trusted=args.trust_checkpoint)
     loader = make_test_loader(cfg.get('test_dataset'), protocol, args.lr_cache, overrides)
     log.info("%d images, %s, %s", len(loader.dataset), cfg.get('eval_type'), protocol.describe())
-    res = evaluate(liif_predictor(loaded.model, loaded.norm, bsize), loader, protocol, device, args.ssim)
+    predict = liif_predictor(loaded.model, loaded.norm, bsize)
+    if args.gallery:
+        # published (images, then index.html) only if the whole evaluation succeeds
+        title = f"{os.path.basename(args.model)} on {os.path.basename(args.config)}"
+        with GalleryWriter(args.gallery, title) as gallery:
+            gallery.section(str(cfg.get('eval_type') or os.path.basename(args.config)), protocol,
+                            dataset_names(loader.dataset))
+            res = evaluate(predict, loader, protocol, device, args.ssim, on_image=gallery.add)
+        log.info("gallery: %s", os.path.join(args.gallery, 'index.html'))
+    else:
+        res = evaluate(predict, loader, protocol, device, args.ssim)
     print(f"psnr: {res['psnr']:.4f}")
     if args.ssim:
         print(f"ssim: {res['ssim']:.4f}")

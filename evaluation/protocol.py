@@ -243,19 +243,36 @@ def batched_mean(per_sample_sums: Sequence[float], counts: Sequence[float], indi
     return math.fsum(m * n for m, n in zip(means, sizes)) / sum(sizes)
 
 
+@dataclass(frozen=True)
+class ImageScore:
+    """One evaluated image, as `evaluate` scored it: its place in the loader, LR input, output, HR, scores."""
+    index: int
+    inp: torch.Tensor
+    pred: torch.Tensor
+    gt: torch.Tensor
+    psnr: float
+    ssim: Optional[float]
+
+
 @torch.no_grad()
 def evaluate(predict: Predictor, loader: DataLoader, protocol: Protocol, device: torch.device,
-             with_ssim: bool = False, desc: str = 'eval') -> Dict[str, float]:
-    """Mean PSNR (and SSIM) over the loader's images: {'psnr', 'ssim'?, 'images'}."""
+             with_ssim: bool = False, desc: str = 'eval',
+             on_image: Optional[Callable[[ImageScore], None]] = None) -> Dict[str, float]:
+    """Mean PSNR (and SSIM) over the loader's images: {'psnr', 'ssim'?, 'images'}; on_image sees each one."""
     psnrs: List[float] = []
     ssims: List[float] = []
     for batch in tqdm(loader, desc=desc, leave=False, disable=None):
         inp = batch['inp'].to(device)
         gt = query_image(batch['gt'].to(device), batch['coord'])
         pred = predict(inp, tuple(gt.shape[-2:]))
+        first = len(psnrs)
         psnrs += protocol.psnr(pred, gt).tolist()
         if with_ssim:
             ssims += ssim(pred, gt, protocol.shave).tolist()
+        if on_image is not None:
+            for k in range(pred.shape[0]):
+                i = first + k
+                on_image(ImageScore(i, inp[k], pred[k], gt[k], psnrs[i], ssims[i] if with_ssim else None))
     if not psnrs:
         raise UserError("the test dataset holds no images")
     out = {'psnr': sum(psnrs) / len(psnrs), 'images': len(psnrs)}

@@ -19,6 +19,7 @@ from utils.cli import run_cli  # noqa: E402
 from utils.errors import UserError  # noqa: E402
 from evaluation.protocol import (apply_root_overrides, bicubic_predictor, evaluate,  # noqa: E402
                                  liif_predictor, make_test_loader, parse_eval_type, parse_root_override)
+from evaluation.gallery import GalleryWriter, dataset_names  # noqa: E402
 from inference.loading import load_sr, select_device  # noqa: E402
 from utils.norm import DataNorm  # noqa: E402
 from utils.test_configs import (BENCHMARK_SCALES, BENCHMARK_SETS, DATA_NORM, DIV2K_SCALES,  # noqa: E402
@@ -50,6 +51,8 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     p.add_argument('--resize', choices=RESIZE_METHODS, default='pil',
                    help="LR above x4: PIL bicubic as the paper (default) or MATLAB's")
     p.add_argument('--out', required=True, help="folder for <suite>.md and <suite>.json")
+    p.add_argument('--gallery', default=None, metavar='DIR',
+                   help="also write DIR/index.html: per image, bicubic | model | HR where the model gains most")
     p.add_argument('--data-root', action='append', default=[], metavar='[OLD=]NEW',
                    help="replace the dataset path prefix OLD (default ./load) by NEW; repeatable")
     p.add_argument('--lr-cache', default='./load/_lr_cache',
@@ -127,6 +130,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     scales = args.scales or list(DIV2K_SCALES if args.suite == 'div2k' else BENCHMARK_SCALES)
     if args.eval_bsize is not None and args.eval_bsize < 1:
         raise UserError(f"--eval-bsize must be positive, not {args.eval_bsize}")
+    if args.gallery and args.bicubic:
+        raise UserError("--gallery compares a model with bicubic: it needs --model, not --bicubic")
     overrides = [parse_root_override(t) for t in args.data_root]
     try:
         os.makedirs(args.out, exist_ok=True)
@@ -154,14 +159,27 @@ def main(argv: Optional[List[str]] = None) -> None:
         predict = None
         method = f"`{os.path.basename(args.model)}`"
 
+    # the gallery publishes its files and index.html only once every evaluation has succeeded
+    gallery = GalleryWriter(args.gallery, f"{method.strip('`')}: {args.suite}") if args.gallery else None
     results: Dict[str, Dict[str, Any]] = {}
-    for name, s, cfg, protocol, loader in jobs:
-        if not args.bicubic:
-            predict = liif_predictor(loaded.model, loaded.norm, args.eval_bsize or cfg['eval_bsize'])
-        res = evaluate(predict, loader, protocol, device, with_ssim=True, desc=f"{name} x{s}")
-        res['lr'] = 'matlab' if s in PAIRED_SCALES else args.resize
-        log.info("%s x%d: PSNR %.4f, SSIM %.4f (%d images)", name, s, res['psnr'], res['ssim'], res['images'])
-        results.setdefault(name, {})[str(s)] = res
+    try:
+        for name, s, cfg, protocol, loader in jobs:
+            if not args.bicubic:
+                predict = liif_predictor(loaded.model, loaded.norm, args.eval_bsize or cfg['eval_bsize'])
+            lr = 'matlab' if s in PAIRED_SCALES else args.resize
+            if gallery:
+                gallery.section(f"{name} x{s}", protocol, dataset_names(loader.dataset), note=f"LR: {lr} bicubic")
+            res = evaluate(predict, loader, protocol, device, with_ssim=True, desc=f"{name} x{s}",
+                           on_image=gallery.add if gallery else None)
+            res['lr'] = lr
+            log.info("%s x%d: PSNR %.4f, SSIM %.4f (%d images)", name, s, res['psnr'], res['ssim'], res['images'])
+            results.setdefault(name, {})[str(s)] = res
+    except BaseException:
+        if gallery:
+            gallery.discard()
+        raise
+    if gallery:
+        log.info("gallery: %s", gallery.commit())
 
     report = {'method': method, 'model': None if args.bicubic else os.path.abspath(args.model),
               'data_norm': None if args.bicubic else loaded.norm.to_mapping(),
