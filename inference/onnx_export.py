@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import tempfile
+import warnings
 from typing import Any, Dict, Optional
 
 import torch
@@ -153,17 +154,21 @@ def export_onnx(model: nn.Module, spec: Dict[str, Any], norm: DataNorm, out_dir:
     inp = torch.zeros(n, 3, h, w)
     with torch.no_grad():
         feat = model.encoder(inp)
-    coord = torch.rand(n, q, 2) * 2 - 1
+    coord = torch.linspace(-0.9, 0.9, n * q * 2).view(n, q, 2)
     cell = torch.full((n, q, 2), 0.1)
     tmp = tempfile.mkdtemp(prefix='.onnx-export-', dir=out_dir)
     try:
-        torch.onnx.export(EncoderGraph(model).eval(), (inp,), os.path.join(tmp, ENCODER_FILE), dynamo=False,
-                          input_names=['inp'], output_names=['feat'], opset_version=opset,
-                          dynamic_axes={'inp': {0: 'n', 2: 'h', 3: 'w'}, 'feat': {0: 'n', 2: 'h', 3: 'w'}})
-        torch.onnx.export(query, (feat, coord, cell), os.path.join(tmp, QUERY_FILE), dynamo=False,
-                          input_names=['feat', 'coord', 'cell'], output_names=['rgb'], opset_version=opset,
-                          dynamic_axes={'feat': {0: 'n', 2: 'h', 3: 'w'}, 'coord': {0: 'n', 1: 'q'},
-                                        'cell': {0: 'n', 1: 'q'}, 'rgb': {0: 'n', 1: 'q'}})
+        with warnings.catch_warnings():
+            # the TorchScript exporter on purpose: torch.export's needs the onnxscript package besides
+            warnings.filterwarnings('ignore', category=DeprecationWarning, module=r'torch\.onnx')
+            warnings.filterwarnings('ignore', message='.*legacy TorchScript-based ONNX export')
+            torch.onnx.export(EncoderGraph(model).eval(), (inp,), os.path.join(tmp, ENCODER_FILE), dynamo=False,
+                              input_names=['inp'], output_names=['feat'], opset_version=opset,
+                              dynamic_axes={'inp': {0: 'n', 2: 'h', 3: 'w'}, 'feat': {0: 'n', 2: 'h', 3: 'w'}})
+            torch.onnx.export(query, (feat, coord, cell), os.path.join(tmp, QUERY_FILE), dynamo=False,
+                              input_names=['feat', 'coord', 'cell'], output_names=['rgb'], opset_version=opset,
+                              dynamic_axes={'feat': {0: 'n', 2: 'h', 3: 'w'}, 'coord': {0: 'n', 1: 'q'},
+                                            'cell': {0: 'n', 1: 'q'}, 'rgb': {0: 'n', 1: 'q'}})
         manifest = {'format': FORMAT_VERSION, 'model': {'name': spec['name'], 'args': spec['args']},
                     'data_norm': norm.to_mapping(), 'opset': opset, 'query_bytes': query_bytes,
                     'encoder': ENCODER_FILE, 'query': QUERY_FILE,
