@@ -31,20 +31,23 @@ QUERY_FILE = 'query.onnx'
 FORMAT_VERSION = 1
 
 
-def _size(feat: torch.Tensor, dim: int) -> torch.Tensor:
-    """feat.shape[dim] as a 0-dim int64 tensor, so that it stays dynamic in the traced graph."""
-    return torch._shape_as_tensor(feat)[dim]
+def _double(v: float) -> torch.Tensor:
+    """v as a 1-element float64 tensor. The TorchScript exporter types 0-dim tensors and Python numbers as
+    float32 scalars, which made 1 / h of a double h come out in float32; 1-element tensors keep their dtype."""
+    return torch.full((1,), v, dtype=torch.float64)
 
 
-def _coord_seq(n: torch.Tensor) -> torch.Tensor:
-    """utils.coord.coord_seq(n) for a traced size: the step in double, then float32 as the reference's scalars."""
-    r = 1.0 / n.double()  # (1 - (-1)) / (2 n), exactly
-    return (-1 + r).float() + (2 * r).float() * torch.arange(n).float()
+def _coord_seq(feat: torch.Tensor, dim: int) -> torch.Tensor:
+    """utils.coord.coord_seq of feat's size along dim, traced: the step in double, then float32 as the
+    reference's Python scalars."""
+    n = torch._shape_as_tensor(feat)[dim:dim + 1].double()
+    r = _double(1) / n  # (1 - (-1)) / (2 n), exactly
+    return (r - _double(1)).float() + (r + r).float() * torch.arange(feat.shape[dim]).float()
 
 
-def _centres(feat: torch.Tensor) -> torch.Tensor:
+def map_centres(feat: torch.Tensor) -> torch.Tensor:
     """make_coord((h, w)) of feat's map, channel-first and batched like feat: (N, 2, h, w)."""
-    rows, cols = _coord_seq(_size(feat, 2)), _coord_seq(_size(feat, 3))
+    rows, cols = _coord_seq(feat, 2), _coord_seq(feat, 3)
     grid = torch.stack([rows.view(-1, 1) + 0 * cols.view(1, -1), 0 * rows.view(-1, 1) + cols.view(1, -1)])
     return grid.unsqueeze(0).expand(feat.shape[0], -1, -1, -1)
 
@@ -66,8 +69,20 @@ class EncoderGraph(nn.Module):
         return self.encoder(inp)
 
 
+def map_code_corners(feat: torch.Tensor) -> torch.Tensor:
+    """Each code's pixel corner, as MetaSR.query_reference forms it (centre less fp32(1 / h), fp32(1 / w))."""
+    return map_centres(feat) - (_double(1) / _hw(feat).double()).float().view(1, 2, 1, 1)
+
+
 # directions of the local ensemble's four corners, in models.sampling.corner_shifts' order
-CORNER_SIGNS = ((-1, -1), (-1, 1), (1, -1), (1, 1))
+CORNER_SIGNS = torch.tensor([[-1, -1], [-1, 1], [1, -1], [1, 1]], dtype=torch.float64)
+
+
+def map_corner_shifts(feat: torch.Tensor, local_ensemble: bool) -> torch.Tensor:
+    """models.sampling.corner_shifts for feat's traced map size: (P, 2), formed in double, then float32."""
+    if not local_ensemble:
+        return feat.new_zeros(1, 2)
+    return (CORNER_SIGNS * (_double(1) / _hw(feat).double()) + _double(BORDER_EPS)).float()
 
 
 def _sample_corners(feat: torch.Tensor, coord: torch.Tensor) -> torch.Tensor:
@@ -84,7 +99,6 @@ class LIIFQueryGraph(nn.Module):
         self.local_ensemble = model.local_ensemble
         self.feat_unfold = model.feat_unfold
         self.cell_decode = model.cell_decode
-        self.register_buffer('signs', torch.tensor(CORNER_SIGNS, dtype=torch.float64), persistent=False)
 
     def forward(self, feat: torch.Tensor, coord: torch.Tensor, cell: torch.Tensor) -> torch.Tensor:
         """RGB (N, Q, 3) of feat at coord (N, Q, 2) with cells (N, Q, 2)."""
@@ -92,20 +106,14 @@ class LIIFQueryGraph(nn.Module):
             return sample_nearest(feat, coord)
         codes = unfold3x3(feat) if self.feat_unfold else feat
         hw = _hw(feat)
-        chosen = (coord + self._corner_shifts(feat).view(-1, 1, 1, 2)) \
+        chosen = (coord + map_corner_shifts(feat, self.local_ensemble).view(-1, 1, 1, 2)) \
             .clamp(-1 + BORDER_EPS, 1 - BORDER_EPS)
-        rel = (coord - _sample_corners(_centres(feat), chosen)) * hw
+        rel = (coord - _sample_corners(map_centres(feat), chosen)) * hw
         parts = [_sample_corners(codes, chosen), rel]
         if self.cell_decode:
             parts.append((cell * hw).expand_as(rel))
         preds = self.imnet(torch.cat(parts, dim=-1))
         return (preds * corner_weights(rel, self.local_ensemble).unsqueeze(-1)).sum(dim=0)
-
-    def _corner_shifts(self, feat: torch.Tensor) -> torch.Tensor:
-        """models.sampling.corner_shifts for a traced map size: (P, 2), formed in double, then float32."""
-        if not self.local_ensemble:
-            return feat.new_zeros(1, 2)
-        return (self.signs * (1 / _hw(feat).double()) + BORDER_EPS).float()
 
 
 class MetaSRQueryGraph(nn.Module):
@@ -122,8 +130,7 @@ class MetaSRQueryGraph(nn.Module):
         hw = _hw(feat)
         corner = coord - cell / 2
         chosen = (corner + BORDER_EPS).clamp(-1 + BORDER_EPS, 1 - BORDER_EPS)
-        code_corners = _centres(feat) - (1 / hw.double()).float().view(1, 2, 1, 1)
-        rel = (corner - sample_nearest(code_corners, chosen)) * (hw / 2)
+        rel = (corner - sample_nearest(map_code_corners(feat), chosen)) * (hw / 2)
         scale = cell[..., :1] * (hw[0] / 2)
         weights = self.imnet(torch.cat([rel, scale], dim=-1)).view(-1, c9, 3)
         code = sample_nearest(codes, chosen).reshape(-1, 1, c9)

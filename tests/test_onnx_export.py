@@ -1,5 +1,6 @@
 """scripts/export_onnx.py and inference/onnx_runner.py: ONNX graphs run by onnxruntime give PyTorch's outputs."""
 import importlib.util
+import logging
 import os
 
 import numpy as np
@@ -12,15 +13,17 @@ from datasets.matlab_lr import matlab_lr
 from inference import onnx_runner
 from inference.bounded import bytes_per_query, iter_upscale_bands, upscale
 from inference.loading import load_sr, load_sr_model
-from inference.onnx_export import export_onnx
+from inference.onnx_export import export_onnx, map_centres, map_code_corners, map_corner_shifts
+from models.sampling import corner_shifts
 from inference.onnx_runner import OnnxSR
 from tests.conftest import shared_path
 from tests.helpers import ROOT, error_lines, one_thread, run_script  # noqa: F401
 from utils.checkpoint import load_checkpoint
+from utils.coord import make_coord
 from utils.errors import UserError
 from utils.norm import DEMO
 
-pytest.importorskip('onnxruntime')  # requirements.txt installs it; without it the hint is tested below
+onnxruntime = pytest.importorskip('onnxruntime')  # requirements.txt installs it
 
 pytestmark = pytest.mark.usefixtures('one_thread')
 
@@ -114,14 +117,39 @@ def test_exported_graphs_meet_the_authors_parity_vectors(tmp_path, name):
         assert (out - case['output']).abs().max().item() <= 1e-5, key
 
 
-def test_demo_onnx_gives_the_model_s_image(bundled, tmp_path):
+class MapGeometry(torch.nn.Module):
+    """The numbers the query graphs derive from the map size, as one graph."""
+
+    def forward(self, feat):
+        return map_centres(feat), map_code_corners(feat), map_corner_shifts(feat, True)
+
+
+def test_graph_map_geometry_is_bitwise_the_reference_s(tmp_path):
+    # the reference forms these in double and rounds once; float32 arithmetic in the graph differs at
+    # a few sizes (e.g. its pixel centres) by an ulp, which can flip a nearest-code choice on a tie
+    path = str(tmp_path / 'geometry.onnx')
+    torch.onnx.export(MapGeometry(), (torch.zeros(1, 1, 5, 7),), path, dynamo=False, input_names=['feat'],
+                      dynamic_axes={'feat': {2: 'h', 3: 'w'}}, opset_version=17)
+    session = onnxruntime.InferenceSession(path, providers=['CPUExecutionProvider'])
+    for h in range(1, 600, 1):
+        w = 601 - h
+        centres, code_corners, shifts = session.run(None, {'feat': np.zeros((1, 1, h, w), np.float32)})
+        ref = make_coord((h, w), flatten=False).permute(2, 0, 1).numpy()
+        assert np.array_equal(centres[0], ref), (h, w)
+        assert np.array_equal(code_corners[0], ref - np.array([1 / h, 1 / w], np.float32).reshape(2, 1, 1))
+        assert np.array_equal(shifts, corner_shifts(h, w, True, torch.zeros(1)).numpy()), (h, w)
+
+
+def test_demo_onnx_gives_the_model_s_image(bundled, tmp_path, caplog):
     src = Image.open(shared_path('benchmark', 'Set5', 'HR', 'bird.png')).convert('RGB').crop((100, 100, 140, 130))
     src.save(tmp_path / 'in.png')
     outs = {}
+    caplog.set_level(logging.INFO, logger='demo')
     for flag, value in (('--onnx', bundled['dir']), ('--model', BUNDLED)):
         outs[flag] = tmp_path / f'out{flag}.png'
         demo.main(['--input', str(tmp_path / 'in.png'), flag, value, '--scale', '2.5', '--output',
                    str(outs[flag]), '--bsize', '1000'])
+    assert f"running {bundled['dir']} with onnxruntime" in caplog.text
     got, ref = (np.asarray(Image.open(outs[f])).astype(int) for f in ('--onnx', '--model'))
     assert got.shape == ref.shape == (75, 100, 3)
     diff = np.abs(got - ref)
