@@ -13,7 +13,7 @@ import os
 import shutil
 import tempfile
 import warnings
-from typing import Any, Dict, Optional
+from typing import Any, Dict
 
 import torch
 from torch import nn
@@ -155,6 +155,7 @@ def export_onnx(model: nn.Module, spec: Dict[str, Any], norm: DataNorm, out_dir:
     if opset < 16:
         raise UserError(f"--opset {opset}: GridSample, which picks the nearest code, needs opset 16 or later")
     query = query_graph(model).eval()
+    version = onnx_version()
     os.makedirs(out_dir, exist_ok=True)
     # examples of distinct sizes (no size equals another), so no broadcast is specialised to one of them
     n, h, w, q = 2, 5, 7, 11
@@ -179,7 +180,7 @@ def export_onnx(model: nn.Module, spec: Dict[str, Any], norm: DataNorm, out_dir:
         manifest = {'format': FORMAT_VERSION, 'model': {'name': spec['name'], 'args': spec['args']},
                     'data_norm': norm.to_mapping(), 'opset': opset, 'query_bytes': query_bytes,
                     'encoder': ENCODER_FILE, 'query': QUERY_FILE,
-                    'exported_with': {'torch': torch.__version__, 'onnx': _onnx_version()}}
+                    'exported_with': {'torch': torch.__version__, 'onnx': version}}
         with open(os.path.join(tmp, MANIFEST_FILE), 'w') as f:
             json.dump(manifest, f, indent=1)
         # the manifest last: a folder whose manifest is present has all its graphs
@@ -190,10 +191,10 @@ def export_onnx(model: nn.Module, spec: Dict[str, Any], norm: DataNorm, out_dir:
     return manifest
 
 
-def _onnx_version() -> Optional[str]:
-    """The installed onnx package's version (torch's exporter needs it), None if absent."""
+def onnx_version() -> str:
+    """The installed onnx package's version; its absence is a UserError with the hint (the exporter needs it)."""
     try:
-        import onnx  # optional dependency, only recorded
+        import onnx  # optional dependency: only exporting needs it
     except ImportError:
-        return None
+        raise UserError("the onnx package is not installed: pip install onnx") from None
     return onnx.__version__

@@ -2,6 +2,7 @@
 import importlib.util
 import logging
 import os
+import sys
 
 import numpy as np
 import pytest
@@ -187,6 +188,14 @@ def test_missing_onnxruntime_is_a_one_line_hint(bundled, monkeypatch):
     with pytest.raises(UserError) as e:
         OnnxSR.load(bundled['dir'])
     assert str(e.value) == "onnxruntime is not installed: pip install onnxruntime"
+
+
+def test_export_without_onnx_is_a_one_line_hint(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, 'onnx', None)  # import onnx now raises ImportError
+    with pytest.raises(UserError) as e:
+        export_script.main(['--model', BUNDLED, '--out', str(tmp_path / 'o')])
+    assert str(e.value) == "the onnx package is not installed: pip install onnx"
+    assert not (tmp_path / 'o').exists()
 
 
 def test_export_refuses_old_opsets_and_file_outputs(tmp_path):
