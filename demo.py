@@ -2,6 +2,7 @@
 
     python demo.py --input in.png --model liif.pth --scale 3.5 --output out.png
     python demo.py --input in.png --model liif.pth --resolution 1080,1920 --output out.png
+    python demo.py --input in.png --onnx onnx/liif --scale 4 --output out.png   (scripts/export_onnx.py)
 
 The output is written band by band into one preallocated 8-bit (or 16-bit) buffer, then saved
 through a temporary file and a rename: a failed run leaves no output file.
@@ -25,7 +26,8 @@ from utils.image_io import (NO_ALPHA_FORMATS, SIXTEEN_BIT_FORMATS, InputImage, o
 from utils.imresize import RowResizer
 from inference.thin import THIN_SIDE, pad_thin_input
 from inference.bounded import iter_upscale_bands
-from inference.loading import load_sr, select_device
+from inference.loading import LoadedModel, load_sr, select_device
+from inference.onnx_runner import OnnxSR
 from utils.norm import DEMO, DataNorm
 
 log = logging.getLogger('demo')
@@ -41,7 +43,10 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     """Command-line arguments."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('--input', required=True, help="image to upscale (any format PIL reads)")
-    p.add_argument('--model', default=None, help="LIIF / MetaSR checkpoint (default: the bundled model)")
+    source = p.add_mutually_exclusive_group()
+    source.add_argument('--model', default=None, help="LIIF / MetaSR checkpoint (default: the bundled model)")
+    source.add_argument('--onnx', default=None, metavar='DIR',
+                        help="run a model exported by scripts/export_onnx.py with onnxruntime (CPU) instead")
     size = p.add_mutually_exclusive_group(required=True)
     size.add_argument('--resolution', help="output size H,W in pixels (height first, as the original LIIF demo)")
     size.add_argument('--scale', help="scale factor, any positive number (e.g. 2.5; below 1: antialiased downscale)")
@@ -162,6 +167,16 @@ def check_paths(args: argparse.Namespace) -> str:
     return fmt
 
 
+def load_model_or_onnx(args: argparse.Namespace, device: torch.device) -> LoadedModel:
+    """The --onnx export run by onnxruntime, else the --model (or bundled) checkpoint, with its normalisation."""
+    if args.onnx is not None:
+        runner = OnnxSR.load(args.onnx)
+        log.info("running %s with onnxruntime", args.onnx)
+        return LoadedModel(runner, runner.norm, f"manifest.json of {args.onnx}")
+    return load_sr(resolve_model(args.model), device, DEMO, "the authors' demo convention",
+                   trusted=args.trust_checkpoint)
+
+
 def main(argv: Optional[List[str]] = None) -> None:
     """Read, check sizes and paths, upscale, write atomically."""
     args = parse_args(argv)
@@ -173,7 +188,9 @@ def main(argv: Optional[List[str]] = None) -> None:
     for note in img.notes:
         (log.warning if 'frames' in note else log.info)("%s: %s", args.input, note)
     size = target_size(img.size, args.resolution, args.scale)
-    device = select_device(args.gpu)
+    if args.onnx is not None and args.gpu not in (None, '', 'cpu'):
+        raise UserError("--onnx runs on the CPU (onnxruntime): drop --gpu")
+    device = torch.device('cpu') if args.onnx is not None else select_device(args.gpu)
     kind = ' gray' if img.gray else ''
     kind += ' +alpha' if img.alpha is not None else ''
     smaller = [name for name, a, b in (('height', size[0], img.size[0]), ('width', size[1], img.size[1])) if a < b]
@@ -188,8 +205,7 @@ def main(argv: Optional[List[str]] = None) -> None:
         if smaller:
             log.warning("the output is smaller than the input in %s: LIIF samples without a low-pass filter, "
                         "so detail finer than the output grid aliases (moire) along it", smaller[0])
-        loaded = load_sr(resolve_model(args.model), device, DEMO, "the authors' demo convention",
-                         trusted=args.trust_checkpoint)
+        loaded = load_model_or_onnx(args, device)
         model = loaded.model
         log.info("%s: %s%s -> %s (width x height) on %s", args.input, wxh(img.size), kind, wxh(size), device)
         padded = pad_thin_input(model, img.rgb)

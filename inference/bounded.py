@@ -23,7 +23,12 @@ DEFAULT_MAX_MEM_MB = 2048
 
 
 def bytes_per_query(model: torch.nn.Module) -> int:
-    """Rough peak bytes per query point inside model.query (the reference path materialises much more)."""
+    """Rough peak bytes per query point inside model.query (the reference path materialises much more).
+
+    A model that states its own figure (query_bytes, e.g. an ONNX export's) is taken at its word.
+    """
+    if getattr(model, 'query_bytes', None):
+        return int(model.query_bytes)
     layers = mlp_layers(getattr(model, 'imnet', None))
     if layers is None:
         return 64 + 4 * getattr(getattr(model, 'encoder', None), 'out_dim', 64)
@@ -48,12 +53,16 @@ def _table_mb(max_mem_mb: float) -> float:
 
 def encoder_tile(model: torch.nn.Module, inp: torch.Tensor, max_mem_mb: float,
                  amp: Optional[str] = None) -> Optional[Tuple[int, int]]:
-    """(tile, halo) to encode inp within max_mem_mb; None if the whole image fits or tiles cannot be exact."""
-    halo = receptive_radius(model.encoder)
+    """(tile, halo) to encode inp within max_mem_mb; None if the whole image fits or tiles cannot be exact.
+
+    Also None for a model without a torch encoder (an ONNX export): it is encoded whole.
+    """
+    encoder = getattr(model, 'encoder', None)
+    halo = receptive_radius(encoder) if isinstance(encoder, torch.nn.Module) else None
     if halo is None:
         return None
     n, _, h, w = inp.shape
-    per_px = n * activation_channels(model.encoder) * (2 if amp else 4)
+    per_px = n * activation_channels(encoder) * (2 if amp else 4)
     budget = max_mem_mb * 2 ** 20
     if h * w * per_px <= budget:
         return None
