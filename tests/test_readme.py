@@ -31,6 +31,10 @@ CHECKED = {
 }
 
 
+# commands run as written (each in a fresh folder holding the repository's assets and weights)
+RUN = ('demo.py', 'scripts/export_onnx.py')
+
+
 def readme_commands() -> List[str]:
     """The commands of the README's ```bash blocks: continuation lines joined, comments and setup segments dropped."""
     text = open(README).read()
@@ -50,7 +54,7 @@ def classify(command: str) -> Tuple[str, str]:
             return 'skip', reason
     argv = shlex.split(command)
     assert argv[0] == 'python', f"README command not run by python: {command}"
-    if argv[1] == 'demo.py':
+    if argv[1] in RUN:
         return 'run', ''
     if argv[1] in CHECKED:
         return 'check', CHECKED[argv[1]]
@@ -87,6 +91,16 @@ def test_readme_command(command, tmp_path, monkeypatch):
         os.symlink(os.path.join(ROOT, 'assets'), tmp_path / 'assets')
         os.symlink(os.path.join(ROOT, 'weights'), tmp_path / 'weights')
         monkeypatch.chdir(tmp_path)
+        if shlex.split(command)[1] == 'scripts/export_onnx.py':
+            _script('scripts/export_onnx.py').main(argv)
+            out = argv[argv.index('--out') + 1]
+            assert sorted(os.listdir(out)) == ['encoder.onnx', 'manifest.json', 'query.onnx']
+            return
+        if '--onnx' in argv:  # the README's export command that writes that folder runs first
+            folder = argv[argv.index('--onnx') + 1]
+            export = [c for c in COMMANDS if 'export_onnx.py' in c and shlex.split(c)[-1] == folder]
+            assert export, f"no README command exports {folder}"
+            _script('scripts/export_onnx.py').main(shlex.split(export[0])[2:])
         demo.main(argv)
         out = argv[argv.index('--output') + 1]
         assert Image.open(tmp_path / out).size[0] > Image.open(tmp_path / 'assets' / 'sample.png').size[0]
