@@ -1,4 +1,5 @@
 """Helpers for the evaluation and demo tests: tiny checkpoints and running the scripts as a user would."""
+import importlib.util
 import json
 import os
 import subprocess
@@ -136,3 +137,11 @@ def check_released_layout(name: str) -> None:
     assert [[k, list(v.shape)] for k, v in model.state_dict().items()] == released['state_dict']
     assert sum(p.numel() for p in model.parameters()) == released['num_params_all']
     assert sum(p.numel() for p in model.parameters() if p.requires_grad) == released['num_params_trainable']
+
+
+def load_script(rel: str):
+    """A script of the repository (path relative to the root) as a module, its main() not run."""
+    spec = importlib.util.spec_from_file_location(os.path.basename(rel)[:-3], os.path.join(ROOT, rel))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

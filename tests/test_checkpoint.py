@@ -1,4 +1,3 @@
-import importlib.util
 import os
 import zipfile
 
@@ -7,7 +6,7 @@ import torch
 
 import models
 from tests.conftest import shared_path
-from tests.helpers import ROOT
+from tests.helpers import load_script
 from inference.loading import load_model
 from utils.checkpoint import atomic_save, load_checkpoint, model_spec, save_checkpoint
 from utils.errors import UserError
@@ -139,26 +138,18 @@ def test_missing_weights_are_summarised(tmp_path):
     assert len(msg) < 300
 
 
-def _script(rel: str):
-    """A script of the repository as a module (its main() not run)."""
-    spec = importlib.util.spec_from_file_location(os.path.basename(rel)[:-3], os.path.join(ROOT, rel))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_every_checkpoint_loading_script_takes_trust_checkpoint():
     """The flag the untrusted-pickle message names exists wherever a checkpoint is loaded."""
-    assert _script('demo.py').parse_args(['--input', 'a', '--scale', '2', '--output', 'b.png',
+    assert load_script('demo.py').parse_args(['--input', 'a', '--scale', '2', '--output', 'b.png',
                                           '--trust-checkpoint']).trust_checkpoint
-    assert _script('test.py').parse_args(['--config', 'c', '--model', 'm', '--trust-checkpoint']).trust_checkpoint
-    assert _script('train_liif.py').build_parser().parse_args(['--resume', 'r', '--trust-checkpoint']).trust_checkpoint
-    assert _script('scripts/eval_suite.py').parse_args(['--model', 'm', '--suite', 'div2k', '--out', 'o',
+    assert load_script('test.py').parse_args(['--config', 'c', '--model', 'm', '--trust-checkpoint']).trust_checkpoint
+    assert load_script('train_liif.py').build_parser().parse_args(['--resume', 'r', '--trust-checkpoint']).trust_checkpoint
+    assert load_script('scripts/eval_suite.py').parse_args(['--model', 'm', '--suite', 'div2k', '--out', 'o',
                                                         '--trust-checkpoint']).trust_checkpoint
 
 
 def test_export_with_trust_checkpoint(tmp_path):
-    export = _script('scripts/export_model.py')
+    export = load_script('scripts/export_model.py')
     model = models.make(SPEC)
     torch.save({'model': model_spec(model, SPEC['name'], SPEC['args']), 'extra': UserError('x')}, tmp_path / 'o.pth')
     with pytest.raises(UserError, match='pass --trust-checkpoint'):

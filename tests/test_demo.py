@@ -10,7 +10,7 @@ from PIL import Image
 
 import demo
 from tests.conftest import shared_path
-from tests.helpers import (ENCODER_ONLY, NEAREST_LIIF, PER_CHANNEL_NORM, ROOT, TINY_LIIF, error_lines,  # noqa: F401
+from tests.helpers import (ENCODER_ONLY, PER_CHANNEL_NORM, ROOT, TINY_LIIF, error_lines,  # noqa: F401
                            manual_upscale, one_thread, run_script, save_model)
 from models import fast_query
 from utils.coord import make_cell, make_coord

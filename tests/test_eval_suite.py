@@ -1,5 +1,4 @@
 """scripts/eval_suite.py: one checkpoint (or bicubic) on a suite, markdown table + JSON."""
-import importlib.util
 import json
 import os
 
@@ -8,7 +7,7 @@ import torch
 from PIL import Image
 
 from tests.conftest import shared_path
-from tests.helpers import (PER_CHANNEL_NORM, ROOT, TINY_LIIF, error_lines, one_thread, run_script,  # noqa: F401
+from tests.helpers import (PER_CHANNEL_NORM, TINY_LIIF, error_lines, load_script, one_thread, run_script,  # noqa: F401
                            save_model)
 from evaluation.protocol import bicubic_predictor, evaluate, liif_predictor, make_test_loader, parse_eval_type
 from inference.loading import load_sr_model
@@ -106,10 +105,7 @@ def test_missing_set_fails_before_evaluating(tmp_path):
 
 
 def _suite_module():
-    spec = importlib.util.spec_from_file_location('eval_suite', os.path.join(ROOT, 'scripts', 'eval_suite.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script('scripts/eval_suite.py')
 
 
 def test_default_sets_skip_missing_ones_in_the_table(tmp_path, caplog):

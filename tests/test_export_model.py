@@ -1,5 +1,4 @@
 """scripts/export_model.py: a training checkpoint stripped to a release checkpoint."""
-import importlib.util
 import os
 import zipfile
 
@@ -9,15 +8,13 @@ from torch.optim.lr_scheduler import MultiStepLR
 
 import models
 from inference.loading import load_model
-from tests.helpers import PER_CHANNEL_NORM, ROOT, TINY_LIIF, error_lines, run_script
+from tests.helpers import PER_CHANNEL_NORM, ROOT, TINY_LIIF, error_lines, load_script, run_script
 from training import state
 from training.dist import DistInfo
 from utils.checkpoint import load_checkpoint, model_spec, save_safetensors
 from utils.errors import UserError
 
-_spec = importlib.util.spec_from_file_location('export_model', os.path.join(ROOT, 'scripts', 'export_model.py'))
-export_model = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(export_model)
+export_model = load_script('scripts/export_model.py')
 
 CFG = {'model': TINY_LIIF, 'optimizer': {'name': 'adam', 'args': {'lr': 1e-3}}, 'resume': '/train/box/last.pth',
        'epoch_max': 9, 'data_norm': PER_CHANNEL_NORM}

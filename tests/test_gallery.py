@@ -1,6 +1,5 @@
 """evaluation/gallery.py: the crop where the model gains most over bicubic, and the HTML gallery of an evaluation."""
 import html
-import importlib.util
 import json
 import os
 import re
@@ -16,7 +15,7 @@ import models
 from evaluation.gallery import GalleryWriter, Window, best_window, dataset_names, gain_map
 from evaluation.protocol import Protocol, evaluate, liif_predictor, make_test_loader
 from tests.conftest import shared_path
-from tests.helpers import (ROOT, TINY_LIIF, manual_upscale, np_psnr, one_thread, run_script,  # noqa: F401
+from tests.helpers import (TINY_LIIF, load_script, manual_upscale, np_psnr, one_thread, run_script,  # noqa: F401
                           save_model, write_small_pairs)
 from utils.errors import UserError
 from utils.imresize import imresize
@@ -172,9 +171,7 @@ def test_test_py_writes_the_gallery(tmp_path, pairs):
 
 
 def test_eval_suite_gallery_needs_a_model(tmp_path):
-    spec = importlib.util.spec_from_file_location('eval_suite', os.path.join(ROOT, 'scripts', 'eval_suite.py'))
-    eval_suite = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(eval_suite)
+    eval_suite = load_script('scripts/eval_suite.py')
     with pytest.raises(UserError, match=r"^--gallery compares a model with bicubic: it needs --model, not --bicubic$"):
         eval_suite.main(['--bicubic', '--suite', 'benchmark', '--out', str(tmp_path / 'o'),
                          '--gallery', str(tmp_path / 'g')])

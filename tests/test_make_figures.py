@@ -1,5 +1,4 @@
 """scripts/make_figures.py: the README's figures, their PSNRs and sizes."""
-import importlib.util
 import os
 
 import numpy as np
@@ -10,15 +9,13 @@ from PIL import Image
 import models
 from evaluation.protocol import bicubic_predictor, liif_predictor
 from tests.conftest import shared_path
-from tests.helpers import ROOT, TINY_LIIF, manual_upscale, np_psnr, one_thread, save_model  # noqa: F401
+from tests.helpers import ROOT, TINY_LIIF, load_script, manual_upscale, np_psnr, one_thread, save_model  # noqa: F401
 from utils.errors import UserError
 from utils.imresize import imresize
 
 pytestmark = pytest.mark.usefixtures('one_thread')
 
-_spec = importlib.util.spec_from_file_location('make_figures', os.path.join(ROOT, 'scripts', 'make_figures.py'))
-make_figures = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(make_figures)
+make_figures = load_script('scripts/make_figures.py')
 
 IDENTITY_NORM = {'inp': {'sub': [0.0], 'div': [1.0]}, 'gt': {'sub': [0.0], 'div': [1.0]}}
 MAX_BYTES = 500 * 1024

@@ -1,5 +1,4 @@
 """scripts/export_onnx.py and inference/onnx_runner.py: ONNX graphs run by onnxruntime give PyTorch's outputs."""
-import importlib.util
 import logging
 import os
 import sys
@@ -13,12 +12,12 @@ import demo
 from datasets.matlab_lr import matlab_lr
 from inference import onnx_runner
 from inference.bounded import bytes_per_query, iter_upscale_bands, upscale
-from inference.loading import load_sr, load_sr_model
+from inference.loading import load_sr
 from inference.onnx_export import export_onnx, map_centres, map_code_corners, map_corner_shifts
 from models.sampling import corner_shifts
 from inference.onnx_runner import OnnxSR
 from tests.conftest import shared_path
-from tests.helpers import ROOT, error_lines, one_thread, run_script  # noqa: F401
+from tests.helpers import ROOT, error_lines, load_script, one_thread, run_script  # noqa: F401
 from utils.checkpoint import load_checkpoint
 from utils.coord import make_coord
 from utils.errors import UserError
@@ -28,9 +27,7 @@ onnxruntime = pytest.importorskip('onnxruntime')  # requirements.txt installs it
 
 pytestmark = pytest.mark.usefixtures('one_thread')
 
-_spec = importlib.util.spec_from_file_location('export_onnx', os.path.join(ROOT, 'scripts', 'export_onnx.py'))
-export_script = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(export_script)
+export_script = load_script('scripts/export_onnx.py')
 
 BUNDLED = os.path.join(ROOT, 'weights', 'liif-edsr-baseline.pth')
 PARITY = ('edsr-baseline-liif', 'metasr-edsr-baseline', 'liif-plain')

@@ -1,5 +1,4 @@
 """Every command of the README's bash blocks is run as written (fast ones), checked, or skipped for a named reason."""
-import importlib.util
 import os
 import re
 import shlex
@@ -10,7 +9,7 @@ from PIL import Image
 
 import demo
 from tests.conftest import ROOT, shared_path
-from tests.helpers import one_thread  # noqa: F401
+from tests.helpers import load_script, one_thread  # noqa: F401
 from evaluation.protocol import apply_root_overrides, parse_root_override
 from training.config import validate_config
 from utils.config import apply_overrides, load_config
@@ -64,13 +63,6 @@ def classify(command: str) -> Tuple[str, str]:
 COMMANDS = readme_commands()
 
 
-def _script(rel: str):
-    spec = importlib.util.spec_from_file_location(os.path.basename(rel)[:-3], os.path.join(ROOT, rel))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_first_screen_keeps_the_two_fresh_machine_commands():
     assert COMMANDS[:2] == ['python demo.py --input assets/sample.png --scale 2 --output sample_x2.png',
                             'python -m pytest -q -rs tests']
@@ -92,7 +84,7 @@ def test_readme_command(command, tmp_path, monkeypatch):
         os.symlink(os.path.join(ROOT, 'weights'), tmp_path / 'weights')
         monkeypatch.chdir(tmp_path)
         if shlex.split(command)[1] == 'scripts/export_onnx.py':
-            _script('scripts/export_onnx.py').main(argv)
+            load_script('scripts/export_onnx.py').main(argv)
             out = argv[argv.index('--out') + 1]
             assert sorted(os.listdir(out)) == ['encoder.onnx', 'manifest.json', 'query.onnx']
             return
@@ -100,7 +92,7 @@ def test_readme_command(command, tmp_path, monkeypatch):
             folder = argv[argv.index('--onnx') + 1]
             export = [c for c in COMMANDS if 'export_onnx.py' in c and shlex.split(c)[-1] == folder]
             assert export, f"no README command exports {folder}"
-            _script('scripts/export_onnx.py').main(shlex.split(export[0])[2:])
+            load_script('scripts/export_onnx.py').main(shlex.split(export[0])[2:])
         demo.main(argv)
         out = argv[argv.index('--output') + 1]
         assert Image.open(tmp_path / out).size[0] > Image.open(tmp_path / 'assets' / 'sample.png').size[0]
@@ -109,11 +101,11 @@ def test_readme_command(command, tmp_path, monkeypatch):
     shared_path('benchmark')  # skips, with the reason, where the data beside the repository is absent
     script = shlex.split(command)[1]
     if script == 'train_liif.py':
-        args = _script(script).build_parser().parse_args(argv)
+        args = load_script(script).build_parser().parse_args(argv)
         cfg = validate_config(apply_overrides(load_config(args.config), args.overrides))
         folders = [v for v in _values(cfg, 'root_path')]
     else:
-        module = _script(script)
+        module = load_script(script)
         args = module.parse_args(argv)
         assert os.path.isfile(args.model), args.model
         overrides = [parse_root_override(t) for t in args.data_root]
