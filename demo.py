@@ -116,7 +116,7 @@ def _quantise(x: torch.Tensor, peak: int, dtype) -> np.ndarray:
     return x.clamp(0, 1).mul_(peak).round_().permute(1, 2, 0).cpu().numpy().astype(dtype)
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def upscale_image(model: torch.nn.Module, img: InputImage, size: Tuple[int, int], fmt: str,
                   device: torch.device, bsize: int, norm: DataNorm = DEMO) -> np.ndarray:
     """The upscaled image as (H, W, C) integers, filled one band of rows at a time; norm: the model's."""

@@ -254,7 +254,7 @@ class ImageScore:
     ssim: Optional[float]
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def evaluate(predict: Predictor, loader: DataLoader, protocol: Protocol, device: torch.device,
              with_ssim: bool = False, desc: str = 'eval',
              on_image: Optional[Callable[[ImageScore], None]] = None) -> Dict[str, float]:

@@ -71,7 +71,7 @@ def encoder_tile(model: torch.nn.Module, inp: torch.Tensor, max_mem_mb: float,
     return max(16, halo, side - 2 * halo), halo
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def encode_bounded(model: torch.nn.Module, inp: torch.Tensor, max_mem_mb: float = DEFAULT_MAX_MEM_MB,
                    amp: Optional[str] = None) -> torch.Tensor:
     """model.encode(inp), on overlapping tiles when the encoder's activations exceed max_mem_mb."""
@@ -83,7 +83,7 @@ def encode_bounded(model: torch.nn.Module, inp: torch.Tensor, max_mem_mb: float 
         return encode_tiled(model.encode, inp, tile, halo)
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def batched_predict(model: torch.nn.Module, inp: torch.Tensor, coord: torch.Tensor, cell: torch.Tensor,
                     bsize: Optional[int] = None, max_mem_mb: float = DEFAULT_MAX_MEM_MB,
                     amp: Optional[str] = None) -> torch.Tensor:
@@ -101,7 +101,7 @@ def batched_predict(model: torch.nn.Module, inp: torch.Tensor, coord: torch.Tens
     return out
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def iter_upscale_bands(model: torch.nn.Module, inp: torch.Tensor, size: Sequence[int],
                        bsize: Optional[int] = None, max_mem_mb: float = DEFAULT_MAX_MEM_MB,
                        amp: Optional[str] = None) -> Iterator[Tuple[int, torch.Tensor]]:
@@ -124,7 +124,7 @@ def iter_upscale_bands(model: torch.nn.Module, inp: torch.Tensor, size: Sequence
         yield r0, pred.view(n, r1 - r0, w, -1).permute(0, 3, 1, 2)
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def upscale(model: torch.nn.Module, inp: torch.Tensor, size: Sequence[int], bsize: Optional[int] = None,
             max_mem_mb: float = DEFAULT_MAX_MEM_MB, amp: Optional[str] = None) -> torch.Tensor:
     """Query the full H x W pixel grid of inp (N, 3, h, w), normalised space in and out: (N, 3, H, W)."""
@@ -136,7 +136,7 @@ def upscale(model: torch.nn.Module, inp: torch.Tensor, size: Sequence[int], bsiz
     return out
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def upscale_to_uint8(model: torch.nn.Module, inp: torch.Tensor, size: Sequence[int],
                      out: Optional[np.ndarray] = None, bsize: Optional[int] = None,
                      max_mem_mb: float = DEFAULT_MAX_MEM_MB, amp: Optional[str] = None,
