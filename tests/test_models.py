@@ -151,6 +151,7 @@ def _run_registered(name):
         'edsr-baseline': {'n_resblocks': 1, 'n_feats': 8},
         'edsr': {'n_resblocks': 1, 'n_feats': 8},
         'rdn': {'G0': 8, 'RDNconfig': 'A'},
+        'rcan': {'n_resgroups': 1, 'n_resblocks': 1, 'n_feats': 8, 'reduction': 4},
     }
     if name in small_encoders:
         inp = torch.rand(2, 3, 6, 5, requires_grad=True)
