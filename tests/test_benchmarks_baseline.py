@@ -9,6 +9,7 @@ from benchmarks import baseline
 from benchmarks.baseline import authors_style_batched_predict, authors_style_query
 from tests.conftest import shared_path
 from tests.test_fast_query import queries, tiny
+from utils.coord import make_coord
 
 PARITY = ('reference', 'liif-parity')
 
@@ -36,6 +37,10 @@ def test_baseline_equals_the_reference_path(flags):
     model = tiny(**flags).eval()
     inp = torch.rand(2, 3, 7, 9) * 2 - 1
     coord, cell = queries(2, 7, 9, (17, 20))
+    # queries on the code centres: their shifted points lie on code borders, where the 1e-6 nudge decides
+    centres = make_coord((7, 9)).expand(2, -1, -1)
+    coord = torch.cat([coord, centres], dim=1)
+    cell = torch.cat([cell, torch.full_like(centres, 0.1)], dim=1)
     with torch.no_grad():
         feat = model.encoder(inp)
         want = model.query_reference(feat, coord, cell)
