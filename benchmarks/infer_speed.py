@@ -151,8 +151,11 @@ def amp_accuracy(args: argparse.Namespace) -> str:
             f" weights, last layer scaled to output std {ref.std().item():.2f}): " + '; '.join(parts))
 
 
-def print_speed(results: list, peak: dict) -> None:
-    """The speed table and each path's ratio against the baseline, beside the machine's matmul rates."""
+def print_speed(results: list, peak: dict, fp32_peak: dict) -> None:
+    """The speed table and each path's ratio against the baseline, beside the machine's matmul rates.
+
+    '% peak' is against `peak` (the run's dtype), the always-fp32 baseline's against `fp32_peak`.
+    """
     gpu = any('gpu_mb' in r for _, r in results)
     head = (f"{'scale':>5} {'output':>11} {'path':>9} {'total s':>8} {'Mpx/s':>7} {'enc s':>6} {'query s':>8}"
             f" {'q GFLOP/s':>9} {'% peak':>6} {'RSS MB':>7}" + (f" {'GPU MB':>7}" if gpu else ''))
@@ -165,7 +168,8 @@ def print_speed(results: list, peak: dict) -> None:
         gflops = r['flops'] / r['query_s'] / 1e9
         side = round(r['out_px'] ** 0.5)
         print(f"x{case['scale']:<4} {f'{side}x{side}':>11} {case['mode']:>9} {r['total_s']:8.2f} {mpx:7.3f}"
-              f" {r['encoder_s']:6.2f} {r['query_s']:8.2f} {gflops:9.1f} {100 * gflops / peak['square_gflops']:5.0f}%"
+              f" {r['encoder_s']:6.2f} {r['query_s']:8.2f} {gflops:9.1f}"
+              f" {100 * gflops / (fp32_peak if case['mode'] == 'baseline' else peak)['square_gflops']:5.0f}%"
               f" {r['rss_mb']:7.0f}" + (f" {r['gpu_mb']:7.0f}" if gpu else ''))
     rates = (f"(this machine: sgemm {peak['square_gflops']:.0f} GFLOP/s, ({peak['query_rows']} x 256) @ (256 x 256)"
              f" {peak['query_gflops']:.0f} GFLOP/s)")
@@ -214,7 +218,8 @@ def main() -> None:
             results.append((case, run_child(script, case, passthrough)))
             print(f"  done x{scale} {mode}: {results[-1][1]['total_s']:.2f} s", flush=True)
     print()
-    print_speed(results, peak)
+    fp32_peak = peak if dtype == torch.float32 else matmul_peak(args.device, torch.float32, peak['query_rows'])
+    print_speed(results, peak, fp32_peak)
     if args.amp:
         print(amp_accuracy(args))
 
