@@ -7,6 +7,7 @@ from typing import List, Optional
 
 from utils.cli import run_cli
 from utils.config import load_config
+from utils.amp import resolve_precision
 from utils.errors import UserError
 from evaluation.protocol import (evaluate, liif_predictor, make_test_loader, parse_eval_type,
                               parse_root_override)
@@ -30,6 +31,9 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     p.add_argument('--lr-cache', default='./load/_lr_cache',
                    help="where LR images generated for a missing LR_bicubic folder are kept")
     p.add_argument('--ssim', action='store_true', help="also compute SSIM (on Y)")
+    p.add_argument('--precision', default='fp32', metavar='{fp32,bf16,fp16,auto}',
+                   help="arithmetic of the model (default fp32, the paper's numbers); auto: bf16 on CUDA or a CPU "
+                        "with native bf16 matmuls")
     p.add_argument('--gallery', default=None, metavar='DIR',
                    help="also write DIR/index.html: per image, bicubic | model | HR where the model gains most")
     p.add_argument('--trust-checkpoint', action='store_true',
@@ -48,6 +52,8 @@ def main(argv: Optional[List[str]] = None) -> None:
         raise UserError(f"--eval-bsize must be positive, not {bsize}")
     overrides = [parse_root_override(t) for t in args.data_root]
     device = select_device(args.gpu)
+    precision = resolve_precision(args.precision, device)
+    log.info("precision %s (%s)", precision.name, precision.reason)
     if cfg.get('data_norm') is None:
         fallback, source = IDENTITY, "no normalisation (the authors' default for a config without data_norm)"
     else:
@@ -55,7 +61,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     loaded = load_sr(args.model, device, fallback, source, trusted=args.trust_checkpoint)
     loader = make_test_loader(cfg.get('test_dataset'), protocol, args.lr_cache, overrides)
     log.info("%d images, %s, %s", len(loader.dataset), cfg.get('eval_type'), protocol.describe())
-    predict = liif_predictor(loaded.model, loaded.norm, bsize)
+    predict = liif_predictor(loaded.model, loaded.norm, bsize, precision.amp)
     if args.gallery:
         # published (images, then index.html) only if the whole evaluation succeeds
         title = f"{os.path.basename(args.model)} on {os.path.basename(args.config)}"

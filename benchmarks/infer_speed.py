@@ -1,10 +1,12 @@
-"""Inference speed and peak memory of EDSR-baseline-LIIF, reference vs fast query path.
+"""Inference speed and peak memory of EDSR-baseline-LIIF: the authors'-style baseline, reference and fast paths.
 
-    python benchmarks/infer_speed.py                      # CPU, 128x128 input, x2 x4 x12, both paths
+    python benchmarks/infer_speed.py                      # CPU, 128x128 input, x2 x4 x12, all three
     python benchmarks/infer_speed.py --device cuda --amp bf16
     python benchmarks/infer_speed.py --modes fast --scales 4 --no-memory
 
-Each case runs in its own child process, so its peak memory (host VmHWM, and the CUDA allocator's
+Every ratio is against `baseline`: LIIF's query as the authors' code computes it (benchmarks/
+baseline.py: four grid_sample passes, the whole MLP per row, 30000-query chunks; always fp32),
+timed in the same run. Each case runs in its own child process, so its peak memory (host VmHWM, and the CUDA allocator's
 peak on a GPU) is its own. Output megapixels per second cover the whole demo-style job: encoder,
 queries and the uint8 output (inference.bounded.upscale_to_uint8). The query stage's GFLOP/s count
 the multiply-adds the path really performs (fast: the per-code table convolution plus the per-row
@@ -22,30 +24,58 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from benchmarks.baseline import authors_style_batched_predict  # noqa: E402
 from benchmarks.common import (environment, matmul_peak, paper_model, peak_memory, run_child,  # noqa: E402
                                sync)
 from models.fast_query import mlp_layers, rows_per_pass  # noqa: E402
-from inference.bounded import DEFAULT_MAX_MEM_MB, upscale, upscale_to_uint8
+from inference.bounded import DEFAULT_MAX_MEM_MB, upscale, upscale_to_uint8  # noqa: E402
+from utils.coord import make_cell, make_coord  # noqa: E402
 from utils.amp import AMP_DTYPES  # noqa: E402
 
 
-def query_flops(model: torch.nn.Module, n: int, h: int, w: int, queries: int) -> float:
-    """Floating-point operations of the query stage as the current query_mode computes it."""
+def query_flops(model: torch.nn.Module, n: int, h: int, w: int, queries: int, mode: str) -> float:
+    """Floating-point operations of the query stage as `mode` (baseline, reference, fast) computes it."""
     linear = [m for m in mlp_layers(model.imnet) if isinstance(m, torch.nn.Linear)]
     rows = queries * (4 if model.local_ensemble else 1)
     rest = sum(2 * m.in_features * m.out_features for m in linear[1:])
     first = linear[0]
-    if model.query_mode == 'reference':
+    if mode in ('baseline', 'reference'):
         return rows * (2 * first.in_features * first.out_features + rest)
     ncode = model.encoder.out_dim * (9 if model.feat_unfold else 1)
     table = 2 * n * h * w * first.out_features * ncode
     return table + rows * (2 * (first.in_features - ncode) * first.out_features + rest)
 
 
+@torch.no_grad()
+def run_baseline(model: torch.nn.Module, inp: torch.Tensor, out_hw: tuple, device: str) -> tuple:
+    """(total s, encoder s) of the authors'-style job: encoder, 30000-query chunks, 8-bit image."""
+    coord = make_coord(out_hw, device=inp.device).unsqueeze(0)
+    cell = make_cell(coord, out_hw)
+    sync(device)
+    t = time.perf_counter()
+    model.encoder(inp)
+    sync(device)
+    enc = time.perf_counter() - t
+    t = time.perf_counter()
+    pred = authors_style_batched_predict(model, inp, coord, cell, bsize=30000)
+    pred.mul(0.5).add(0.5).clamp(0, 1).view(*out_hw, 3).mul(255).round().to(torch.uint8).cpu()
+    sync(device)
+    return time.perf_counter() - t + enc, enc  # the encoder ran twice: counted once
+
+
 def run_case(case: dict, args: argparse.Namespace) -> dict:
     """Time one upscale in this (child) process: {'total_s', 'encoder_s', 'query_s', 'flops', memory...}."""
     device, amp = args.device, args.amp
     model = paper_model(device).eval()
+    if case['mode'] == 'baseline':
+        g = torch.Generator().manual_seed(1)
+        inp = (torch.rand(1, 3, case['size'], case['size'], generator=g) * 2 - 1).to(device)
+        out_hw = (round(case['size'] * case['scale']),) * 2
+        run_baseline(model, inp, (case['size'],) * 2, device)  # warm-up
+        total, enc = sorted(run_baseline(model, inp, out_hw, device) for _ in range(args.repeat))[args.repeat // 2]
+        return {'total_s': total, 'encoder_s': enc, 'query_s': total - enc, 'out_px': out_hw[0] * out_hw[1],
+                'flops': query_flops(model, 1, case['size'], case['size'], out_hw[0] * out_hw[1], 'baseline'),
+                **peak_memory(device)}
     model.query_mode = case['mode']
     model.channels_last = args.channels_last == 'on'
     g = torch.Generator().manual_seed(1)
@@ -79,7 +109,7 @@ def run_case(case: dict, args: argparse.Namespace) -> dict:
     total, enc = sorted(totals)[len(totals) // 2]
     h, w = inp.shape[-2:]  # the encoder keeps the spatial size
     return {'total_s': total, 'encoder_s': enc, 'query_s': total - enc, 'out_px': out_hw[0] * out_hw[1],
-            'flops': query_flops(model, 1, h, w, out_hw[0] * out_hw[1]), **peak_memory(device)}
+            'flops': query_flops(model, 1, h, w, out_hw[0] * out_hw[1], case['mode']), **peak_memory(device)}
 
 
 def baseline_memory(args: argparse.Namespace) -> dict:
@@ -121,8 +151,11 @@ def amp_accuracy(args: argparse.Namespace) -> str:
             f" weights, last layer scaled to output std {ref.std().item():.2f}): " + '; '.join(parts))
 
 
-def print_speed(results: list, peak: dict) -> None:
-    """The speed table and the fast/reference ratios."""
+def print_speed(results: list, peak: dict, fp32_peak: dict) -> None:
+    """The speed table and each path's ratio against the baseline, beside the machine's matmul rates.
+
+    '% peak' is against `peak` (the run's dtype), the always-fp32 baseline's against `fp32_peak`.
+    """
     gpu = any('gpu_mb' in r for _, r in results)
     head = (f"{'scale':>5} {'output':>11} {'path':>9} {'total s':>8} {'Mpx/s':>7} {'enc s':>6} {'query s':>8}"
             f" {'q GFLOP/s':>9} {'% peak':>6} {'RSS MB':>7}" + (f" {'GPU MB':>7}" if gpu else ''))
@@ -135,12 +168,15 @@ def print_speed(results: list, peak: dict) -> None:
         gflops = r['flops'] / r['query_s'] / 1e9
         side = round(r['out_px'] ** 0.5)
         print(f"x{case['scale']:<4} {f'{side}x{side}':>11} {case['mode']:>9} {r['total_s']:8.2f} {mpx:7.3f}"
-              f" {r['encoder_s']:6.2f} {r['query_s']:8.2f} {gflops:9.1f} {100 * gflops / peak['square_gflops']:5.0f}%"
+              f" {r['encoder_s']:6.2f} {r['query_s']:8.2f} {gflops:9.1f}"
+              f" {100 * gflops / (fp32_peak if case['mode'] == 'baseline' else peak)['square_gflops']:5.0f}%"
               f" {r['rss_mb']:7.0f}" + (f" {r['gpu_mb']:7.0f}" if gpu else ''))
+    rates = (f"(this machine: sgemm {peak['square_gflops']:.0f} GFLOP/s, ({peak['query_rows']} x 256) @ (256 x 256)"
+             f" {peak['query_gflops']:.0f} GFLOP/s)")
     for (size, scale, mode), mpx in speed.items():
-        ref = speed.get((size, scale, 'reference'))
-        if mode == 'fast' and ref:
-            print(f"x{scale}: fast / reference = {mpx / ref:.2f}x")
+        base = speed.get((size, scale, 'baseline'))
+        if mode != 'baseline' and base:
+            print(f"x{scale}: {mode} / baseline = {mpx / base:.2f}x {rates}")
 
 
 def main() -> None:
@@ -151,7 +187,8 @@ def main() -> None:
     parser.add_argument('--threads', type=int, default=None, help='torch CPU threads (default: torch default)')
     parser.add_argument('--size', type=int, default=128, help='input side')
     parser.add_argument('--scales', default='2,4,12')
-    parser.add_argument('--modes', default='reference,fast')
+    parser.add_argument('--modes', default='baseline,reference,fast',
+                        help="baseline: the authors'-style query (benchmarks/baseline.py), the ratios' denominator")
     parser.add_argument('--repeat', type=int, default=1, help='timed runs per case (median)')
     parser.add_argument('--max-mem-mb', type=float, default=DEFAULT_MAX_MEM_MB)
     parser.add_argument('--no-memory', action='store_true', help='skip the x12 / x30 peak-memory cases')
@@ -171,8 +208,7 @@ def main() -> None:
     peak = matmul_peak(args.device, dtype, rows_per_pass(torch.device(args.device)))
     print(f"matmul peak ({dtype}): {peak['square_n']}^3 square {peak['square_gflops']:.0f} GFLOP/s;"
           f" ({peak['query_rows']} x 256) @ (256 x 256) + bias {peak['query_gflops']:.0f} GFLOP/s")
-    if torch.device(args.device).type == 'cpu':
-        print("authors' implementation on the project's 2-core CPU: 0.020 Mpx/s (128x128 -> 512x512 in 12.9 s)")
+    print("ratios: against the authors'-style baseline (benchmarks/baseline.py, fp32), timed in this run")
 
     script = os.path.abspath(__file__)
     results = []
@@ -182,7 +218,8 @@ def main() -> None:
             results.append((case, run_child(script, case, passthrough)))
             print(f"  done x{scale} {mode}: {results[-1][1]['total_s']:.2f} s", flush=True)
     print()
-    print_speed(results, peak)
+    fp32_peak = peak if dtype == torch.float32 else matmul_peak(args.device, torch.float32, peak['query_rows'])
+    print_speed(results, peak, fp32_peak)
     if args.amp:
         print(amp_accuracy(args))
 

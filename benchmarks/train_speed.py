@@ -1,13 +1,14 @@
-"""Seconds per training iteration of EDSR-baseline-LIIF at the paper's shape, reference vs fast query path.
+"""Seconds per training iteration of EDSR-baseline-LIIF at the paper's shape: authors'-style baseline, reference, fast.
 
-    python benchmarks/train_speed.py                         # CPU, both paths
+    python benchmarks/train_speed.py                         # CPU, all three
     python benchmarks/train_speed.py --device cuda --amp bf16
     python benchmarks/train_speed.py --data /path/to/hr_images --workers 8   # + data pipeline samples/s
 
 One iteration = forward (encoder + 2304 queries for each of 16 48x48 inputs) + L1 loss + backward
 + Adam step, on synthetic tensors so that the data pipeline is measured separately (--data: the
 paper's sr-implicit-downsampled wrapper over an image folder, through a DataLoader). Each path
-runs in its own child process, so its peak memory is its own.
+runs in its own child process, so its peak memory is its own. Ratios are against `baseline`, the
+query as the authors' code computes it (benchmarks/baseline.py, fp32), timed in the same run.
 """
 import argparse
 import json
@@ -20,7 +21,8 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import datasets  # noqa: E402
-from benchmarks.common import environment, paper_model, peak_memory, run_child, sync  # noqa: E402
+from benchmarks.baseline import authors_style_query  # noqa: E402
+from benchmarks.common import environment, matmul_peak, paper_model, peak_memory, run_child, sync  # noqa: E402
 from utils.amp import AMP_DTYPES, autocast  # noqa: E402
 
 
@@ -28,7 +30,8 @@ def run_case(mode: str, args: argparse.Namespace) -> dict:
     """Median seconds per iteration and peak memory of `mode` in this (child) process."""
     device = args.device
     model = paper_model(device).train()
-    model.query_mode = mode
+    baseline = mode == 'baseline'
+    model.query_mode = 'reference' if baseline else mode
     model.channels_last = args.channels_last == 'on'
     opt = torch.optim.Adam(model.parameters(), lr=1e-4)
     g = torch.Generator().manual_seed(1)
@@ -39,8 +42,11 @@ def run_case(mode: str, args: argparse.Namespace) -> dict:
     gt = (torch.rand(b, q, 3, generator=g) * 2 - 1).to(device)
 
     def step():
-        with autocast(device, args.amp):
-            pred = model(inp, coord, cell)
+        if baseline:  # the authors' forward: encoder, then one query over all rows, fp32
+            pred = authors_style_query(model, model.encoder(inp), coord, cell)
+        else:
+            with autocast(device, args.amp):
+                pred = model(inp, coord, cell)
         loss = torch.nn.functional.l1_loss(pred.float(), gt)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -83,7 +89,8 @@ def main() -> None:
     parser.add_argument('--amp', choices=sorted(AMP_DTYPES), default=None)
     parser.add_argument('--channels-last', choices=['on', 'off'], default='on')
     parser.add_argument('--threads', type=int, default=None)
-    parser.add_argument('--modes', default='reference,fast')
+    parser.add_argument('--modes', default='baseline,reference,fast',
+                        help="baseline: the authors'-style query (benchmarks/baseline.py), the ratios' denominator")
     parser.add_argument('--batch', type=int, default=16)
     parser.add_argument('--inp-size', type=int, default=48)
     parser.add_argument('--queries', type=int, default=2304)
@@ -104,8 +111,9 @@ def main() -> None:
     print(environment(args.device), f"| amp {args.amp or 'off (fp32)'} | channels_last {args.channels_last}")
     print(f"batch {args.batch}, {args.inp_size}x{args.inp_size} inputs, {args.queries} queries each;"
           f" median of {args.iters} iterations after {args.warmup} warm-up")
-    if torch.device(args.device).type == 'cpu':
-        print("authors' implementation on the project's 2-core CPU: 7.2 s per iteration")
+    peak = matmul_peak(args.device, torch.float32, args.batch * args.queries)
+    rates = (f"(this machine: sgemm {peak['square_gflops']:.0f} GFLOP/s, ({peak['query_rows']} x 256) @ (256 x 256)"
+             f" {peak['query_gflops']:.0f} GFLOP/s, fp32)")
     results = {}
     for mode in args.modes.split(','):
         results[mode] = run_child(os.path.abspath(__file__), {'mode': mode}, sys.argv[1:])
@@ -116,8 +124,9 @@ def main() -> None:
     for mode, r in results.items():
         print(f"{mode:>9} {r['s_per_iter']:7.3f} {r['min_s']:6.3f} {r['rss_mb']:7.0f}"
               + (f" {r['gpu_mb']:7.0f}" if gpu else ''))
-    if 'reference' in results and 'fast' in results:
-        print(f"fast / reference = {results['reference']['s_per_iter'] / results['fast']['s_per_iter']:.2f}x")
+    for mode, r in results.items():
+        if mode != 'baseline' and 'baseline' in results:
+            print(f"{mode} / baseline = {results['baseline']['s_per_iter'] / r['s_per_iter']:.2f}x {rates}")
     if args.data:
         print(f"data pipeline: {data_speed(args):.1f} samples/s with {args.workers} workers"
               f" (one iteration needs {args.batch})")

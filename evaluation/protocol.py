@@ -135,11 +135,11 @@ def make_test_loader(test_spec: Dict[str, Any], protocol: Protocol, lr_cache: st
 
 
 def liif_predictor(model: torch.nn.Module, norm: Union[DataNorm, Mapping[str, Any], None],
-                   bsize: Optional[int]) -> Predictor:
+                   bsize: Optional[int], amp: Optional[str] = None) -> Predictor:
     """Query a model on the whole target grid: [0, 1] LR in, clamped [0, 1] output.
 
     norm: the model's DataNorm (a data_norm mapping is read as one; None is the authors' test
-    default, no normalisation).
+    default, no normalisation). amp: 'bf16' / 'fp16' autocast, None for fp32 (the protocol's).
     """
     if norm is None:
         norm = IDENTITY
@@ -148,7 +148,7 @@ def liif_predictor(model: torch.nn.Module, norm: Union[DataNorm, Mapping[str, An
 
     def predict(inp: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
         # bsize None: query chunks sized from inference.bounded's memory budget
-        pred = upscale(model, norm.inp(inp), size, bsize or None)
+        pred = upscale(model, norm.inp(inp), size, bsize or None, amp=amp)
         return norm.output(pred, channel_dim=-3).clamp_(0, 1)
     return predict
 

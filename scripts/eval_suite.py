@@ -14,6 +14,7 @@ from typing import Any, Dict, List, Optional
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from utils.amp import resolve_precision  # noqa: E402
 from utils.atomic import atomic_open  # noqa: E402
 from utils.cli import run_cli  # noqa: E402
 from utils.errors import UserError  # noqa: E402
@@ -59,6 +60,9 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
                    help="where LR images generated for a missing LR_bicubic folder are kept")
     p.add_argument('--gpu', default=None, help="CUDA device number, or cpu (default: cuda:0 when CUDA is present, else the CPU)")
     p.add_argument('--eval-bsize', type=int, default=None, help="queries per model call (default 30000)")
+    p.add_argument('--precision', default='fp32', metavar='{fp32,bf16,fp16,auto}',
+                   help="arithmetic of the model (default fp32, the paper's numbers); auto: bf16 on CUDA or a CPU "
+                        "with native bf16 matmuls")
     p.add_argument('--trust-checkpoint', action='store_true',
                    help="load a checkpoint holding arbitrary Python objects (unpickling it can run any code)")
     return p.parse_args(argv)
@@ -138,6 +142,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     except OSError as e:
         raise UserError(f"cannot create output folder {args.out}: {e.strerror}") from None
     device = select_device(args.gpu)
+    precision = resolve_precision(args.precision, device)
     # every HR folder is looked for before any LR image is generated or any model loaded
     found = present_sets(names, args.suite, overrides, explicit=args.sets is not None or args.suite == 'div2k')
     skipped = {n: hr_folder(n, args.suite, overrides) for n in names if n not in found}
@@ -157,7 +162,8 @@ def main(argv: Optional[List[str]] = None) -> None:
         loaded = load_sr(args.model, device, DataNorm.from_mapping(DATA_NORM), "the test configs' data_norm",
                          trusted=args.trust_checkpoint)
         predict = None
-        method = f"`{os.path.basename(args.model)}`"
+        method = f"`{os.path.basename(args.model)}`" + (f" in {precision.name}" if precision.amp else '')
+        log.info("precision %s (%s)", precision.name, precision.reason)
 
     # the gallery publishes its files and index.html only once every evaluation has succeeded
     gallery = GalleryWriter(args.gallery, f"{method.strip('`')}: {args.suite}") if args.gallery else None
@@ -165,7 +171,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     try:
         for name, s, cfg, protocol, loader in jobs:
             if not args.bicubic:
-                predict = liif_predictor(loaded.model, loaded.norm, args.eval_bsize or cfg['eval_bsize'])
+                predict = liif_predictor(loaded.model, loaded.norm, args.eval_bsize or cfg['eval_bsize'],
+                                         precision.amp)
             lr = 'matlab' if s in PAIRED_SCALES else args.resize
             if gallery:
                 gallery.section(f"{name} x{s}", protocol, dataset_names(loader.dataset), note=f"LR: {lr} bicubic")

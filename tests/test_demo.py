@@ -14,6 +14,7 @@ from tests.helpers import (ENCODER_ONLY, PER_CHANNEL_NORM, ROOT, TINY_LIIF, erro
                            manual_upscale, one_thread, run_script, save_model)
 from models import fast_query
 from utils.coord import make_cell, make_coord
+from utils.amp import Precision
 from utils.errors import UserError
 from utils.imresize import imresize
 from inference.loading import load_sr_model
@@ -309,3 +310,37 @@ def test_animated_input_warns_once(files, caplog):
                '--output', str(files['dir'] / 'o.png')])
     assert [r.message for r in caplog.records if r.levelname == 'WARNING'] == [
         f"{files['dir'] / 'anim.gif'}: 3 frames: only frame 1 is used"]
+
+
+def test_precision_bf16_stays_within_the_measured_bound(files, caplog):
+    """bf16 changes a share of the 8-bit values by at most 2 levels (Set5 x2-x4 with the bundled model: max 2)."""
+    caplog.set_level('INFO', logger='demo')
+    out = {}
+    for precision in ('fp32', 'bf16'):
+        out[precision] = files['dir'] / f'{precision}.png'
+        demo.main(['--input', str(files['dir'] / 'rgb.png'), '--scale', '2', '--output', str(out[precision]),
+                   '--precision', precision])
+    assert "precision bf16 (asked for)" in caplog.messages
+    diff = np.abs(np.asarray(Image.open(out['bf16'])).astype(int) - np.asarray(Image.open(out['fp32'])))
+    assert 0 < diff.max() <= 2  # bf16 really ran, and stays within the bound
+    assert 0 < (diff > 0).mean() < 0.25
+
+
+def test_precision_auto_logs_its_choice(files, caplog, monkeypatch):
+    caplog.set_level('INFO', logger='demo')
+    monkeypatch.setattr(demo, 'resolve_precision', lambda choice, device: Precision(None, f"auto: stub {choice}"))
+    demo.main(['--input', str(files['dir'] / 'rgb.png'), '--model', files['model'], '--scale', '2',
+               '--output', str(files['dir'] / 'o.png'), '--precision', 'auto'])
+    assert "precision fp32 (auto: stub auto)" in caplog.messages
+
+
+@pytest.mark.parametrize('extra,message', [
+    (['--precision', 'fp16'], "error: --precision fp16 is for CUDA: on the CPU it is several times slower than fp32;"
+                              " use fp32 or bf16"),
+    (['--precision', 'fp64'], "error: --precision must be one of fp32, bf16, fp16, auto, not 'fp64'"),
+])
+def test_precision_refusals_are_one_line(files, extra, message):
+    proc = run_script('demo.py', '--input', files['dir'] / 'rgb.png', '--model', files['model'], '--scale', '2',
+                      '--output', files['dir'] / 'o.png', '--gpu', 'cpu', *extra)
+    assert proc.returncode == 2 and error_lines(proc) == [message]
+    assert not (files['dir'] / 'o.png').exists()

@@ -126,3 +126,11 @@ def test_default_sets_skip_missing_ones_in_the_table(tmp_path, caplog):
               'results': {'Set5': {'2': {'psnr': 30.0, 'ssim': 0.9}}}, 'skipped': {'Urban100': '/x/HR'}}
     table = suite.render_markdown(report)
     assert '| Urban100 | - |' in table and 'Urban100: skipped, no HR folder at /x/HR.' in table
+
+
+def test_precision_fp16_on_the_cpu_is_refused_before_any_work(tmp_path):
+    suite = load_script('scripts/eval_suite.py')
+    with pytest.raises(UserError, match=r'^--precision fp16 is for CUDA: '):
+        suite.main(['--bicubic', '--suite', 'benchmark', '--sets', 'Set5', '--out', str(tmp_path / 'o'),
+                    '--gpu', 'cpu', '--precision', 'fp16'])
+    assert os.listdir(tmp_path / 'o') == []

@@ -1,14 +1,17 @@
 """test.py as a user runs it: the printed numbers, the generated LR, the errors."""
 import os
+import types
 
 import pytest
 import torch
 import yaml
 
+import models
 from tests.conftest import shared_path
 from tests.helpers import (ENCODER_ONLY, FIRST_VALUE_NORM, PER_CHANNEL_NORM, ROOT, TINY_LIIF,  # noqa: F401
-                           error_lines, manual_upscale, np_psnr, one_thread, run_script, save_model,
+                           error_lines, load_script, manual_upscale, np_psnr, one_thread, run_script, save_model,
                            write_small_pairs)
+from utils.errors import UserError
 from utils.image import read_rgb_u8, u8_to_float
 from evaluation.protocol import bicubic_predictor, evaluate, liif_predictor, make_test_loader, parse_eval_type
 from inference.loading import load_sr_model
@@ -123,3 +126,41 @@ def test_errors_are_one_line_and_exit_2(tmp_path, case):
     assert {'wrong-model': "holds a 'edsr-baseline' model", 'bad-eval-type': 'eval_type',
             'missing-data': 'dataset folder not found'}[case] in errors[0]
     assert proc.stdout == ''
+
+
+class _Stop(Exception):
+    pass
+
+
+@pytest.mark.parametrize('argv,amp', [([], None), (['--precision', 'bf16'], 'bf16')])
+def test_precision_is_fp32_unless_asked(tmp_path, monkeypatch, argv, amp):
+    script = load_script('test.py')
+    seen = []
+
+    def predictor(model, norm, bsize, amp=None):
+        seen.append(amp)
+        raise _Stop
+
+    monkeypatch.setattr(script, 'make_test_loader', lambda *a, **k: types.SimpleNamespace(dataset=[]))
+    monkeypatch.setattr(script, 'liif_predictor', predictor)
+    with pytest.raises(_Stop):
+        script.main(['--config', os.path.join(ROOT, 'configs', 'test', 'test-set5-2.yaml'),
+                     '--model', save_model(tmp_path / 'tiny.pth', TINY_LIIF), '--gpu', 'cpu'] + argv)
+    assert seen == [amp]
+
+
+def test_precision_fp16_on_the_cpu_is_refused(tmp_path):
+    script = load_script('test.py')
+    with pytest.raises(UserError, match=r'^--precision fp16 is for CUDA: .*; use fp32 or bf16$'):
+        script.main(['--config', os.path.join(ROOT, 'configs', 'test', 'test-set5-2.yaml'),
+                     '--model', save_model(tmp_path / 'tiny.pth', TINY_LIIF), '--gpu', 'cpu', '--precision', 'fp16'])
+
+
+def test_liif_predictor_runs_under_the_asked_precision():
+    torch.manual_seed(0)
+    model = models.make(TINY_LIIF).eval()
+    inp = torch.rand(1, 3, 12, 10)
+    fp32 = liif_predictor(model, None, None)(inp, (24, 20))
+    bf16 = liif_predictor(model, None, None, 'bf16')(inp, (24, 20))
+    err = (bf16 - fp32).abs().max().item()
+    assert 0 < err < 0.02  # bf16 keeps 8 bits of mantissa: visible but small
