@@ -1,29 +1,9 @@
 """RCAN encoder (Zhang et al. 2018) as LIIF registers it, with the released checkpoints' layer names."""
-import math
-
 import torch
 from torch import nn
 
+from models.blocks import ResidualTrunk, conv
 from models.registry import register
-
-DIV2K_RGB_MEAN = (0.4488, 0.4371, 0.4040)
-
-
-def _conv(in_ch: int, out_ch: int, kernel_size: int = 3) -> nn.Conv2d:
-    return nn.Conv2d(in_ch, out_ch, kernel_size, padding=kernel_size // 2)
-
-
-class MeanShift(nn.Conv2d):
-    """Fixed 1x1 colour shift, never applied; unlike EDSR's its parameters stay trainable.
-
-    The authors flag the module, not its parameters, as frozen: their parameter count (and an
-    optimiser built from model.parameters()) includes these 24 numbers, so ours must too.
-    """
-
-    def __init__(self, rgb_range: float, sign: int):
-        super().__init__(3, 3, kernel_size=1)
-        self.weight.data = torch.eye(3).view(3, 3, 1, 1)
-        self.bias.data = sign * rgb_range * torch.tensor(DIV2K_RGB_MEAN)
 
 
 class ChannelAttention(nn.Module):
@@ -45,7 +25,7 @@ class RCAB(nn.Module):
 
     def __init__(self, n_feats: int, reduction: int):
         super().__init__()
-        self.body = nn.Sequential(_conv(n_feats, n_feats), nn.ReLU(True), _conv(n_feats, n_feats),
+        self.body = nn.Sequential(conv(n_feats, n_feats), nn.ReLU(True), conv(n_feats, n_feats),
                                   ChannelAttention(n_feats, reduction))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -58,50 +38,22 @@ class ResidualGroup(nn.Module):
     def __init__(self, n_feats: int, reduction: int, n_resblocks: int):
         super().__init__()
         blocks = [RCAB(n_feats, reduction) for _ in range(n_resblocks)]
-        self.body = nn.Sequential(*blocks, _conv(n_feats, n_feats))
+        self.body = nn.Sequential(*blocks, conv(n_feats, n_feats))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.body(x) + x
 
 
-class Upsampler(nn.Sequential):
-    """Sub-pixel upsampling by 2^k (k conv + PixelShuffle(2) stages, none for scale 1) or 3."""
-
-    def __init__(self, scale: int, n_feats: int):
-        m = []
-        if scale >= 1 and scale & (scale - 1) == 0:
-            for _ in range(int(math.log2(scale))):
-                m += [_conv(n_feats, 4 * n_feats), nn.PixelShuffle(2)]
-        elif scale == 3:
-            m += [_conv(n_feats, 9 * n_feats), nn.PixelShuffle(3)]
-        else:
-            raise NotImplementedError(f"RCAN upsampling supports scales 2^n and 3, not {scale}")
-        super().__init__(*m)
-
-
-class RCAN(nn.Module):
-    """RCAN; with no_upsampling it returns the n_feats feature map at input resolution."""
+class RCAN(ResidualTrunk):
+    """RCAN: residual groups in the trunk; with no_upsampling the n_feats feature map at input resolution."""
 
     def __init__(self, n_resgroups: int, n_resblocks: int, n_feats: int, reduction: int, scale: int,
                  no_upsampling: bool, rgb_range: float, n_colors: int = 3):
-        super().__init__()
-        self.no_upsampling = no_upsampling
-        self.sub_mean = MeanShift(rgb_range, sign=-1)
-        self.add_mean = MeanShift(rgb_range, sign=1)
-        self.head = nn.Sequential(_conv(n_colors, n_feats))
-        groups = [ResidualGroup(n_feats, reduction, n_resblocks) for _ in range(n_resgroups)]
-        self.body = nn.Sequential(*groups, _conv(n_feats, n_feats))
-        if no_upsampling:
-            self.out_dim = n_feats
-        else:
-            self.out_dim = n_colors
-            self.tail = nn.Sequential(Upsampler(scale, n_feats), _conv(n_feats, n_colors))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.head(x)
-        res = self.body(x)
-        res += x
-        return res if self.no_upsampling else self.tail(res)
+        def groups():
+            return [ResidualGroup(n_feats, reduction, n_resblocks) for _ in range(n_resgroups)]
+        # the authors freeze the mean shifts as modules only: their parameters count as trainable
+        super().__init__(groups, n_feats, scale, no_upsampling, rgb_range, mean_shift_trainable=True,
+                         n_colors=n_colors)
 
 
 @register('rcan')

@@ -42,7 +42,7 @@ def test_feature_mode_ignores_scale_and_unsupported_scale_raises():
     enc = models.make({'name': 'rcan', 'args': {**TINY_RCAN['args'], 'scale': 5}})
     assert enc.out_dim == 16 and enc(torch.zeros(1, 3, 5, 7)).shape == (1, 16, 5, 7)
     assert not any(k.startswith('tail.') for k in enc.state_dict())
-    with pytest.raises(NotImplementedError, match='scales 2\\^n and 3, not 5'):
+    with pytest.raises(ValueError, match='scales 2\\^n and 3, not 5'):  # the upsampler EDSR shares
         models.make({'name': 'rcan', 'args': {**TINY_RCAN['args'], 'no_upsampling': False, 'scale': 5}})
 
 
