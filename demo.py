@@ -28,7 +28,7 @@ from inference.thin import THIN_SIDE, pad_thin_input
 from inference.bounded import iter_upscale_bands
 from inference.loading import LoadedModel, load_sr, select_device
 from inference.onnx_runner import OnnxSR
-from utils.amp import resolve_precision
+from utils.amp import AMP_DTYPES, resolve_precision
 from utils.norm import DEMO, DataNorm
 
 log = logging.getLogger('demo')
@@ -195,7 +195,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     if args.onnx is not None and args.gpu not in (None, '', 'cpu'):
         raise UserError("--onnx runs on the CPU (onnxruntime): drop --gpu")
     device = torch.device('cpu') if args.onnx is not None else select_device(args.gpu)
-    if args.onnx is not None and args.precision in ('bf16', 'fp16'):
+    if args.onnx is not None and args.precision in AMP_DTYPES:
         raise UserError(f"--precision {args.precision} applies to checkpoints: --onnx runs the export's fp32")
     precision = resolve_precision('fp32' if args.onnx is not None else args.precision, device)
     kind = ' gray' if img.gray else ''

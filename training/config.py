@@ -13,11 +13,12 @@ import models
 from evaluation.protocol import parse_eval_type
 from datasets.registry import DATASETS
 from models.registry import MODELS
+from utils.amp import AMP_DTYPES
 from utils.errors import UserError
 from utils.registry import Registry, type_problem
 
 OPTIMIZERS = {'adam': torch.optim.Adam, 'sgd': torch.optim.SGD}
-AMP_MODES = ('bf16', 'fp16')
+AMP_MODES = tuple(AMP_DTYPES)  # ('bf16', 'fp16')
 
 REQUIRED = ('train_dataset', 'data_norm', 'model', 'optimizer', 'epoch_max')
 # optional keys and their defaults (num_workers None = min(8, CPU cores per process))
