@@ -1,0 +1,187 @@
+"""SwinIR encoder: the authors' encoder output (lte-parity vectors), their state-dict layout and buffers."""
+import copy
+import json
+import os
+
+import pytest
+import torch
+
+import models
+from models.swinir import shift_mask
+from models.tiling import receptive_radius
+from tests.conftest import shared_path
+from tests.helpers import max_scaled_error, one_thread  # noqa: F401
+from utils.errors import UserError
+
+pytestmark = pytest.mark.usefixtures('one_thread')  # see tests/helpers.py
+
+LTE_PARITY = ('reference', 'lte-parity')
+WS, SHIFT = 8, 4
+
+
+def small_checkpoint():
+    """lte-swinir-small's LTE spec and state dict, and its vectors."""
+    folder = shared_path(*LTE_PARITY)
+    ckpt = torch.load(os.path.join(folder, 'lte-swinir-small.pth'), map_location='cpu', weights_only=True)['model']
+    vectors = torch.load(os.path.join(folder, 'lte-swinir-small.vectors.pt'), map_location='cpu', weights_only=True)
+    return ckpt, vectors
+
+
+def small_encoder():
+    """The encoder of lte-swinir-small through models.make, its weights the checkpoint's 'encoder.' entries."""
+    ckpt, vectors = small_checkpoint()
+    spec = copy.deepcopy(ckpt['args']['encoder_spec'])
+    spec['sd'] = {k[len('encoder.'):]: v for k, v in ckpt['sd'].items() if k.startswith('encoder.')}
+    return models.make(spec, load_sd=True).eval(), spec['sd'], vectors
+
+
+def reflect_indices(n: int, padded: int):
+    """Row (or column) indices of a bottom/right mirror without repeating the edge, as the doc defines it."""
+    return list(range(n)) + [n - 2 - k for k in range(padded - n)]
+
+
+def mask_by_definition(h: int, w: int, ws: int, s: int) -> torch.Tensor:
+    """The shifted-window mask of SWINIR.md built with plain loops: (nW, ws^2, ws^2) of 0 / -100."""
+    def band(i, n):
+        return 0 if i < n - ws else (1 if i < n - s else 2)
+    windows = []
+    for wr in range(h // ws):
+        for wc in range(w // ws):
+            labels = [3 * band(wr * ws + p // ws, h) + band(wc * ws + p % ws, w) for p in range(ws * ws)]
+            windows.append([[0.0 if a == b else -100.0 for b in labels] for a in labels])
+    return torch.tensor(windows, dtype=torch.float32)
+
+
+def index_by_definition(ws: int) -> torch.Tensor:
+    """SWINIR.md's relative position index with plain loops."""
+    return torch.tensor([[(p // ws - q // ws + ws - 1) * (2 * ws - 1) + (p % ws - q % ws + ws - 1)
+                          for q in range(ws * ws)] for p in range(ws * ws)], dtype=torch.int64)
+
+
+@pytest.fixture(scope='module')
+def default_swinir():
+    torch.manual_seed(0)
+    return models.make({'name': 'swinir', 'args': {'no_upsampling': True}}).eval()
+
+
+@pytest.mark.parametrize('channels_last', [False, True])
+def test_feat_matches_the_authors_vectors(channels_last):
+    # 12x10 input, mirrored to 16x16 and not cropped: the shifted blocks recompute their mask for 16x16
+    enc, _, vectors = small_encoder()
+    inp = vectors['input'].contiguous(memory_format=torch.channels_last) if channels_last else vectors['input']
+    assert enc.out_dim == 64
+    with torch.no_grad():
+        feat = enc(inp)
+    assert feat.shape == vectors['feat'].shape == (1, 64, 16, 16)
+    assert max_scaled_error(feat, vectors['feat']) <= 1e-5
+
+
+def test_padding_mirrors_bottom_right_without_the_edge_and_is_not_cropped():
+    enc, _, vectors = small_encoder()
+    inp = vectors['input']
+    padded = inp[:, :, reflect_indices(12, 16)][:, :, :, reflect_indices(10, 16)]
+    with torch.no_grad():
+        feat, again = enc(inp), enc(padded)
+        assert torch.equal(feat, again)
+        # test.py's window case: its own 16x16 input (a multiple of the window) is used as it is
+        window_inp = vectors['cases']['test-window8-x6']['input']
+        assert torch.equal(window_inp[:, :, :12, :10], inp)
+        assert enc(window_inp).shape == (1, 64, 16, 16)
+        assert enc(window_inp[:, :, :8, :16]).shape == (1, 64, 8, 16)
+
+
+def test_inputs_too_small_to_mirror_are_one_line_errors():
+    enc, _, _ = small_encoder()
+    with pytest.raises(UserError, match='input 4x10 is too small for swinir'):
+        enc(torch.zeros(1, 3, 4, 10))
+    assert enc(torch.zeros(1, 3, 5, 8)).shape == (1, 64, 8, 8)
+
+
+def test_default_layout_matches_the_released_keys(default_swinir):
+    released = json.load(open(shared_path(*LTE_PARITY, 'state_dict_keys.json')))['swinir-lte']
+    assert released['spec']['args']['encoder_spec'] == {'name': 'swinir', 'args': {'no_upsampling': True}}
+    want = [[k[len('encoder.'):], shape] for k, shape in released['state_dict'] if k.startswith('encoder.')]
+    sd = default_swinir.state_dict()
+    assert [[k, list(v.shape)] for k, v in sd.items()] == want
+    assert len(want) == 544
+    buffers = dict(default_swinir.named_buffers())
+    assert sorted(buffers) == sorted(k for k, _ in want if k.endswith(('attn_mask', 'relative_position_index')))
+    assert all(k.split('.')[4] in ('1', '3', '5') for k in buffers if k.endswith('attn_mask'))
+    assert {str(v.dtype) for k, v in buffers.items() if k.endswith('attn_mask')} == {'torch.float32'}
+    assert {str(v.dtype) for k, v in buffers.items() if k.endswith('index')} == {'torch.int64'}
+    head = sum(torch.Size(shape).numel() for k, shape in released['state_dict'] if not k.startswith('encoder.'))
+    assert sum(p.numel() for p in default_swinir.parameters()) + head == released['num_params_all'] == 12096871
+
+
+def test_buffers_match_the_definition_and_the_authors_checkpoint(default_swinir):
+    mask, index = mask_by_definition(48, 48, WS, SHIFT), index_by_definition(WS)
+    assert mask.shape == (36, 64, 64) and int(index.max()) == 224
+    for name, buf in default_swinir.named_buffers():
+        assert torch.equal(buf, mask if name.endswith('attn_mask') else index), name
+    _, sd, _ = small_encoder()  # the authors' own buffers, as their code saved them
+    for name, buf in sd.items():
+        if name.endswith(('attn_mask', 'relative_position_index')):
+            assert torch.equal(buf, mask if name.endswith('attn_mask') else index), name
+
+
+def test_mask_recomputed_for_other_sizes_follows_the_definition():
+    # at 16 rows the bands n - ws and ws coincide: a non-square map where they do not
+    assert torch.equal(shift_mask(24, 40, WS, SHIFT), mask_by_definition(24, 40, WS, SHIFT))
+
+
+def test_design_size_uses_the_stored_mask_other_sizes_recompute_it():
+    enc, _, _ = small_encoder()
+    x48, x16 = torch.rand(1, 3, 48, 48) * 2 - 1, torch.rand(1, 3, 16, 16) * 2 - 1
+    before = {k: v.clone() for k, v in enc.state_dict().items()}
+    attrs = [sorted(vars(m)) for m in enc.modules()]
+    with torch.no_grad():
+        ref48, ref16 = enc(x48), enc(x16)
+        assert {k: v for k, v in enc.state_dict().items() if not torch.equal(v, before[k])} == {}
+        assert [sorted(vars(m)) for m in enc.modules()] == attrs  # nothing kept from the 16x16 call
+        for name, buf in enc.named_buffers():
+            if name.endswith('attn_mask'):
+                buf.zero_()
+        assert torch.equal(enc(x16), ref16)
+        assert (enc(x48) - ref48).abs().max() > 1e-3
+
+
+def test_registered_builder_and_its_arguments():
+    plain = models.make({'name': 'swinir', 'args': {}})
+    released = models.make({'name': 'swinir', 'args': {'no_upsampling': False}})
+    assert [(k, v.shape) for k, v in plain.state_dict().items()] == \
+        [(k, v.shape) for k, v in released.state_dict().items()]
+    assert plain.out_dim == released.out_dim == 64
+    small = {'embed_dim': 8, 'depths': [1], 'num_heads': [2]}
+    with pytest.raises(ValueError, match="only upsampler 'none'"):
+        models.make({'name': 'swinir', 'args': {**small, 'upsampler': 'pixelshuffle'}})
+    with pytest.raises(ValueError, match='not divisible by num_heads'):
+        models.make({'name': 'swinir', 'args': {**small, 'num_heads': [3]}})
+    with pytest.raises(UserError, match="unexpected keyword argument 'embed_dims'"):
+        models.make({'name': 'swinir', 'args': {'embed_dims': 8}})
+    three = models.make({'name': 'swinir', 'args': {**small, 'resi_connection': '3conv'}})
+    assert [k for k in three.state_dict() if k.startswith('conv_after_body')] == \
+        ['conv_after_body.0.weight', 'conv_after_body.0.bias', 'conv_after_body.2.weight',
+         'conv_after_body.2.bias', 'conv_after_body.4.weight', 'conv_after_body.4.bias']
+
+
+def test_drop_path_is_identity_in_eval_and_checkpointing_changes_no_gradient():
+    small = {'embed_dim': 8, 'depths': [2], 'num_heads': [2], 'window_size': 4, 'img_size': 8}
+    torch.manual_seed(1)
+    enc = models.make({'name': 'swinir', 'args': {**small, 'drop_path_rate': 0.5}})
+    plain = models.make({'name': 'swinir', 'args': {**small, 'drop_path_rate': 0.0, 'use_checkpoint': True}})
+    plain.load_state_dict(enc.state_dict())
+    x = torch.rand(2, 3, 8, 12)
+    with torch.no_grad():
+        assert not torch.equal(enc(x), enc(x))  # training: whole residual branches dropped at random
+        assert torch.equal(enc.eval()(x), plain.eval()(x))
+    enc.train()
+    enc.layers[0].residual_group.blocks[0].drop_path.p = enc.layers[0].residual_group.blocks[1].drop_path.p = 0.0
+    plain.train()
+    enc(x).square().sum().backward()
+    plain(x).square().sum().backward()
+    for (name, a), b in zip(enc.named_parameters(), plain.parameters()):
+        assert torch.allclose(a.grad, b.grad, rtol=1e-5, atol=1e-7), name
+
+
+def test_tiling_cannot_be_exact_for_attention(default_swinir):
+    assert receptive_radius(default_swinir) is None
