@@ -185,3 +185,18 @@ def test_drop_path_is_identity_in_eval_and_checkpointing_changes_no_gradient():
 
 def test_tiling_cannot_be_exact_for_attention(default_swinir):
     assert receptive_radius(default_swinir) is None
+
+
+@pytest.mark.parametrize('query_mode', ['fast', 'reference'])
+def test_lte_with_swinir_matches_the_authors_end_to_end(query_mode):
+    # 24x20 / 31x45: the 12x10 input (16x16 features, LTE.md's SwinIR quirk); test-window8-x6: its own
+    # 16x16 input, mirror-padded as the authors' test.py does
+    ckpt, vectors = small_checkpoint()
+    model = models.make(ckpt, load_sd=True).eval()
+    model.query_mode = query_mode
+    assert sorted(vectors['cases']) == ['24x20', '31x45', 'test-window8-x6']
+    for key, case in vectors['cases'].items():
+        with torch.no_grad():
+            out = model(case.get('input', vectors['input']), case['coord'], case['cell'])
+        assert out.shape == case['output'].shape
+        assert max_scaled_error(out, case['output']) <= 1e-5, key
