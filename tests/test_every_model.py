@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import models
-from inference.bounded import recommended_test_time, upscale
+from inference.bounded import encoder_tile, recommended_test_time, upscale
 from inference.loading import load_sr_model
 from models.implicit import ImplicitSR
 from utils.checkpoint import save_checkpoint
@@ -115,3 +115,20 @@ def test_recommended_test_time_options_are_what_bounded_upscale_applies(name):
     with torch.no_grad():
         want = authors_call(model, inp, size, tt.cell_factor(8))
     assert (upscale(model, inp, size, bsize=48 * 10, test_time=tt) - want).abs().max() <= 1e-5
+
+
+@pytest.mark.parametrize('name', sorted(SR_MODELS))
+def test_tiled_encoder_and_bf16_autocast_work_as_for_liif(name):
+    model = build(name).eval()
+    inp = torch.rand(1, 3, 40, 36) * 2 - 1
+    size = (60, 54)
+    with torch.no_grad():
+        whole = authors_call(model, inp, size)
+    assert encoder_tile(model, inp, 0.05) is not None, "a tiny budget tiles the encoder"
+    tiled = upscale(model, inp, size, max_mem_mb=0.05)
+    assert (tiled - whole).abs().max() <= 1e-5
+    low = upscale(model, inp, size, amp='bf16')
+    assert low.dtype == torch.float32
+    # bf16 keeps ~3 significant digits: errors of a few 1e-3 on outputs of magnitude ~1, not more
+    err = (low - whole).abs().max().item()
+    assert 0 < err <= 0.05, err
