@@ -1,14 +1,22 @@
 """LTE and LTE+ (models/lte.py) against the authors' vectors (lte-parity), in their layout and the framework's."""
 import copy
+import json
+import math
+import os
 
 import pytest
 import torch
+import yaml
 
 import models
+import train_liif
 from inference.bounded import batched_predict, upscale
+from inference.loading import load_model
 from models.fast_query import query_mode
+from models.lte import LTE
+from utils.checkpoint import load_checkpoint
 from tests.helpers import check_released_layout, max_scaled_error, one_thread  # noqa: F401
-from tests.conftest import shared_path
+from tests.conftest import ROOT, shared_path
 
 PARITY = ('reference', 'lte-parity')
 TOL = 1e-5
@@ -229,3 +237,32 @@ def test_constructor_errors():
         models.make({'name': 'lte-fast', 'args': {'encoder_spec': SMALL_ENCODER, 'hidden_dim': 15}})
     with pytest.raises(ValueError, match='imnet_spec'):
         models.make({'name': 'lte', 'args': {'encoder_spec': SMALL_ENCODER}})
+
+
+def test_short_local_config_trains_through_train_liif(tmp_path):
+    """configs/train-local/train_edsr-baseline-lte-short.yaml, shrunk to 4 steps: it trains every weight,
+    validates and saves a checkpoint that loads as the released EDSR-baseline-LTE layout."""
+    with open(os.path.join(ROOT, 'configs', 'train-local', 'train_edsr-baseline-lte-short.yaml')) as f:
+        cfg = yaml.safe_load(f)
+    train_sets = cfg['train_dataset']['dataset']['args']['datasets']
+    for sub, folder in zip(train_sets, ('T91', 'BSD200')):
+        sub['args'].update(root_path=shared_path('train', folder), first_k=4)
+    cfg['val_dataset']['dataset']['args'].update(root_path=shared_path('benchmark', 'Set5', 'HR'), repeat=1)
+    for section in ('train_dataset', 'val_dataset'):
+        cfg[section]['wrapper']['args'].update(inp_size=16, sample_q=256)
+        cfg[section]['batch_size'] = 2
+    cfg.update(device='cpu', epoch_max=1, num_workers=0)
+    path = tmp_path / 'short.yaml'
+    path.write_text(yaml.safe_dump(cfg))
+    torch.manual_seed(0)
+    assert train_liif.main(['--config', str(path), '--save-root', str(tmp_path / 'save')]) == 0
+    run = tmp_path / 'save' / 'short'
+    records = [json.loads(line) for line in (run / 'metrics.jsonl').read_text().splitlines()]
+    assert len(records) == 1 and math.isfinite(records[0]['train_loss']) and math.isfinite(records[0]['val_psnr'])
+    model = load_model(run / 'epoch-last.pth')
+    assert isinstance(model, LTE)
+    fresh = models.make(cfg['model'])
+    assert list(model.state_dict()) == list(fresh.state_dict())
+    adam = load_checkpoint(run / 'epoch-last.pth')['optimizer']['sd']['state']
+    assert len(adam) == sum(p.requires_grad for p in fresh.parameters())  # every weight but the frozen mean shift
+    assert {int(s['step']) for s in adam.values()} == {4}  # 4 + 4 images in batches of 2
