@@ -20,6 +20,12 @@ from models.implicit import ImplicitSR, encoder_input
 from models.registry import make, register
 from models.sampling import BORDER_EPS, corner_shifts, corner_weights, nearest_index, sample_nearest
 from utils.coord import coord_seq, make_coord
+from utils.testtime import TestTime
+
+# the authors evaluate beyond x4 (their training range) with the cell enlarged (LTE.md, test-time protocol)
+CELL_MAX_SCALE = 4
+# ... and SwinIR encoders on inputs mirrored to whole 8 x 8 windows plus one
+SWINIR_WINDOW = 8
 
 
 @dataclass
@@ -65,6 +71,23 @@ class _LteBase(ImplicitSR):
     def encode(self, inp: torch.Tensor) -> LteState:
         """prepare(features(inp), inp); stores nothing."""
         return self.prepare(self.features(inp), inp)
+
+    def test_time(self) -> TestTime:
+        """The authors' evaluation: cell clip at x4; window 8 padding when the encoder is SwinIR."""
+        return TestTime(cell_max_scale=CELL_MAX_SCALE, window=window_of(self.encoder_name))
+
+    @property
+    def query_bytes(self) -> int:
+        """Rough peak bytes per query inside query (inference.bounded sizes its calls with it).
+
+        The fast path works in fixed-size chunks; the reference path holds, for the four corners at
+        once, the sampled coef and freq, the pair products, phases, basis, MLP input and activations.
+        """
+        if fast_query.check_query_mode(self.query_mode) == 'fast':
+            return 128
+        d = self.coef.out_channels
+        widest = max(m.out_features for m in self.mlp() if not isinstance(m, nn.ReLU))
+        return 4 * 4 * (6 * d + 3 * (d // 2) + 2 * widest + 16)
 
     def centre_size(self, feat: torch.Tensor, inp: torch.Tensor) -> Tuple[int, int]:
         """(rows, cols) of the grid whose pixel centres the offsets are measured from."""
@@ -120,6 +143,11 @@ class _LteBase(ImplicitSR):
         preds = self.decode((amp * basis).reshape(-1, 2 * k)).view(*rel.shape[:-1], -1)
         out = (preds * corner_weights(rel, True).unsqueeze(-1)).sum(dim=0)
         return out + bilinear_skip(state.inp, coord)
+
+
+def window_of(encoder_name: str) -> Optional[int]:
+    """The window padding the authors evaluate an encoder with (registry name): 8 for SwinIR, else none."""
+    return SWINIR_WINDOW if encoder_name == 'swinir' else None
 
 
 def _sample_corners(feat: torch.Tensor, coord: torch.Tensor) -> torch.Tensor:

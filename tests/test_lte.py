@@ -13,8 +13,9 @@ import train_liif
 from inference.bounded import batched_predict, upscale
 from inference.loading import load_model
 from models.fast_query import query_mode
-from models.lte import LTE
+from models.lte import LTE, window_of
 from utils.checkpoint import load_checkpoint
+from utils.testtime import TestTime
 from tests.helpers import check_released_layout, max_scaled_error, one_thread  # noqa: F401
 from tests.conftest import ROOT, shared_path
 
@@ -131,6 +132,19 @@ def test_batched_predict_and_upscale_match_the_vectors(lte_edsr, lte_fast_edsr, 
             img = upscale(model, vectors['input'], size, bsize=size[1] * 5)
             want = case_grid(vectors['cases'][key]['output'], size)
             assert max_scaled_error(img, want) <= TOL, key
+
+
+@pytest.mark.parametrize('name', ('lte-edsr-baseline', 'lte-fast-edsr-baseline'))
+def test_upscale_with_the_recommended_test_time_options_matches_the_cell_clip_case(lte_edsr, lte_fast_edsr, name):
+    model, vectors = lte_edsr if name == 'lte-edsr-baseline' else lte_fast_edsr
+    assert model.test_time() == TestTime(cell_max_scale=4, window=None)
+    img = upscale(model, vectors['input'], (96, 96), bsize=96 * 17, test_time=model.test_time())
+    assert max_scaled_error(img, case_grid(vectors['cases']['x8-cellclip']['output'], (96, 96))) <= TOL
+
+
+def test_swinir_encoders_are_evaluated_with_window_padding():
+    assert window_of('swinir') == 8
+    assert window_of('edsr-baseline') is None and window_of('rdn') is None
 
 
 def case_grid(output, size):
