@@ -20,6 +20,12 @@ from models.implicit import ImplicitSR, encoder_input
 from models.registry import make, register
 from models.sampling import BORDER_EPS, corner_shifts, corner_weights, nearest_index, sample_nearest
 from utils.coord import coord_seq, make_coord
+from utils.testtime import TestTime
+
+# the authors evaluate beyond x4 (their training range) with the cell enlarged (LTE.md, test-time protocol)
+CELL_MAX_SCALE = 4
+# ... and SwinIR encoders on inputs mirrored to whole 8 x 8 windows plus one
+SWINIR_WINDOW = 8
 
 
 @dataclass
@@ -66,6 +72,23 @@ class _LteBase(ImplicitSR):
         """prepare(features(inp), inp); stores nothing."""
         return self.prepare(self.features(inp), inp)
 
+    def test_time(self) -> TestTime:
+        """The authors' evaluation: cell clip at x4; window 8 padding when the encoder is SwinIR."""
+        return TestTime(cell_max_scale=CELL_MAX_SCALE, window=window_of(self.encoder_name))
+
+    @property
+    def query_bytes(self) -> int:
+        """Rough peak bytes per query inside query (inference.bounded sizes its calls with it).
+
+        The fast path works in fixed-size chunks; the reference path holds, for the four corners at
+        once, the sampled coef and freq, the pair products, phases, basis, MLP input and activations.
+        """
+        if fast_query.check_query_mode(self.query_mode) == 'fast':
+            return 128
+        d = self.coef.out_channels
+        widest = max(m.out_features for m in self.mlp() if not isinstance(m, nn.ReLU))
+        return 4 * 4 * (6 * d + 3 * (d // 2) + 2 * widest + 16)
+
     def centre_size(self, feat: torch.Tensor, inp: torch.Tensor) -> Tuple[int, int]:
         """(rows, cols) of the grid whose pixel centres the offsets are measured from."""
         raise NotImplementedError
@@ -89,9 +112,15 @@ class _LteBase(ImplicitSR):
         n, q = coord.shape[:2]
         if q == 0 or n == 0:
             return coord.new_zeros(n, q, plan.out_dim)
-        step = q if torch.is_grad_enabled() else max(1, fast_query.rows_per_pass(coord.device) // (4 * n))
-        parts = [plan.predict(coord[:, i:i + step], cell[:, i:i + step]) for i in range(0, q, step)]
-        out = parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
+        if torch.is_grad_enabled():
+            out = plan.predict(coord, cell, None)
+        else:
+            # in-place buffers would escape autocast's casts
+            scratch = None if torch.is_autocast_enabled(coord.device.type) else fast_query.Scratch()
+            step = max(1, fast_query.rows_per_pass(coord.device) // (4 * n))
+            out = coord.new_empty(n, q, plan.out_dim)
+            for i in range(0, q, step):
+                out[:, i:i + step] = plan.predict(coord[:, i:i + step], cell[:, i:i + step], scratch)
         return out + bilinear_skip(state.inp, coord)
 
     def query_reference(self, state: LteState, coord: torch.Tensor, cell: torch.Tensor) -> torch.Tensor:
@@ -116,6 +145,11 @@ class _LteBase(ImplicitSR):
         return out + bilinear_skip(state.inp, coord)
 
 
+def window_of(encoder_name: str) -> Optional[int]:
+    """The window padding the authors evaluate an encoder with (registry name): 8 for SwinIR, else none."""
+    return SWINIR_WINDOW if encoder_name == 'swinir' else None
+
+
 def _sample_corners(feat: torch.Tensor, coord: torch.Tensor) -> torch.Tensor:
     """sample_nearest of feat (N, C, h, w) at coord (P, N, Q, 2): (P, N, Q, C)."""
     return sample_nearest(feat, coord.transpose(0, 1)).transpose(0, 1)
@@ -135,7 +169,7 @@ class _FastPlan:
     coef: torch.Tensor  # (N h w, D)
     freq: torch.Tensor  # (N h w, D), channels permuted so that the row frequencies come first
     phase: torch.Tensor  # (K, 2)
-    layers: List[nn.Module]
+    layers: fast_query.Layers
     shifts: torch.Tensor  # (4, 1, 1, 2)
     size: Tuple[int, int]  # feature (h, w)
     centre_size: Tuple[int, int]
@@ -154,14 +188,18 @@ class _FastPlan:
             freq = freq.view(-1, d // 2, 2).transpose(1, 2).reshape(-1, d)
         layers = model.mlp()
         hc, wc = state.centre_size
-        return cls(coef=coef, freq=freq, phase=model.phase.weight, layers=layers,
+        return cls(coef=coef, freq=freq, phase=model.phase.weight, layers=fast_query.Layers(layers),
                    shifts=corner_shifts(h, w, True, coord).view(-1, 1, 1, 2), size=(h, w),
                    centre_size=(hc, wc), row_centres=coord_seq(hc, device=coord.device),
                    col_centres=coord_seq(wc, device=coord.device), hw=coord.new_tensor([h, w]),
                    out_dim=layers[-1].out_features)
 
-    def predict(self, coord: torch.Tensor, cell: torch.Tensor) -> torch.Tensor:
-        """The corner blend (without the skip) of a chunk of queries coord (N, q, 2): (N, q, out_dim)."""
+    def predict(self, coord: torch.Tensor, cell: torch.Tensor,
+                scratch: Optional[fast_query.Scratch]) -> torch.Tensor:
+        """The corner blend (without the skip) of a chunk of queries coord (N, q, 2): (N, q, out_dim).
+
+        With scratch (no autograd, no autocast) every wide tensor is a reused buffer written in place.
+        """
         h, w = self.size
         n, q = coord.shape[:2]
         chosen = (coord.unsqueeze(0) + self.shifts).clamp_(-1 + BORDER_EPS, 1 - BORDER_EPS)
@@ -173,15 +211,28 @@ class _FastPlan:
         rel = (coord.unsqueeze(0) - torch.stack([self.row_centres[crow], self.col_centres[ccol]], -1)) * self.hw
         images = torch.arange(n, device=coord.device).view(1, n, 1)
         flat = ((images * h + row) * w + col).view(-1)
-        amp = self.coef.index_select(0, flat)
-        freq = self.freq.index_select(0, flat)
-        k = freq.shape[1] // 2
-        rel2 = rel.reshape(-1, 2)
-        phase = F.linear(cell * self.hw, self.phase).unsqueeze(0).expand(4, -1, -1, -1).reshape(-1, k)
-        g = torch.addcmul(freq[:, :k] * rel2[:, :1], freq[:, k:], rel2[:, 1:]) + phase
-        g = g * math.pi
-        x = torch.cat([torch.cos(g), torch.sin(g)], dim=1) * amp
-        pred = fast_query.run_layers(x, self.layers).view(4, n, q, -1)
+        d = self.coef.shape[1]
+        k = d // 2
+        rows = flat.shape[0]
+        rel_row, rel_col = rel.reshape(-1, 2).split(1, dim=1)
+        phase = F.linear(cell * self.hw, self.phase).reshape(1, n * q, k)  # the same for the four corners
+        if scratch is None:
+            amp = self.coef.index_select(0, flat)
+            freq = self.freq.index_select(0, flat)
+            g = torch.addcmul(freq[:, :k] * rel_row, freq[:, k:], rel_col)
+            g = ((g.view(4, n * q, k) + phase) * math.pi).view(rows, k)
+            x = torch.cat([torch.cos(g), torch.sin(g)], dim=1) * amp
+        else:
+            amp = torch.index_select(self.coef, 0, flat, out=scratch.get('amp', (rows, d), self.coef))
+            freq = torch.index_select(self.freq, 0, flat, out=scratch.get('freq', (rows, d), self.freq))
+            g = freq[:, :k].mul_(rel_row).addcmul_(freq[:, k:], rel_col)
+            g.view(4, n * q, k).add_(phase)
+            g.mul_(math.pi)
+            x = fast_query.ones_buffer(scratch, 'basis', rows, d, amp)
+            torch.cos(g, out=x[:, :k])
+            torch.sin(g, out=x[:, k:d])
+            x[:, :d].mul_(amp)
+        pred = self.layers.run(x, scratch).view(4, n, q, -1)
         return (pred * corner_weights(rel, True).unsqueeze(-1)).sum(dim=0)
 
 

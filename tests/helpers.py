@@ -130,9 +130,9 @@ def check_extra_parity(path: str, tol: float = 1e-5) -> None:
                 assert max_scaled_error(out, case['output']) <= tol, (key, channels_last)
 
 
-def check_released_layout(name: str) -> None:
-    """models.make(spec) of liif-extra-parity/state_dict_keys.json[name] has its keys, shapes and parameter counts."""
-    released = json.load(open(shared_path(*EXTRA_PARITY, 'state_dict_keys.json')))[name]
+def check_released_layout(name: str, folder=EXTRA_PARITY) -> None:
+    """models.make(spec) of folder/state_dict_keys.json[name] has its keys, shapes and parameter counts."""
+    released = json.load(open(shared_path(*folder, 'state_dict_keys.json')))[name]
     model = models.make(released['spec'])
     assert [[k, list(v.shape)] for k, v in model.state_dict().items()] == released['state_dict']
     assert sum(p.numel() for p in model.parameters()) == released['num_params_all']

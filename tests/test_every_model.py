@@ -29,6 +29,8 @@ MODULES = {
 SR_MODELS = {
     'liif': {'encoder_spec': EDSR, 'imnet_spec': MLP},
     'metasr': {'encoder_spec': EDSR},
+    'lte': {'encoder_spec': EDSR, 'imnet_spec': MLP, 'hidden_dim': 16},
+    'lte-fast': {'encoder_spec': EDSR, 'num_layer': 2, 'hidden_dim': 16},
 }
 
 
