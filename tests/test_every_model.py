@@ -24,6 +24,9 @@ MODULES = {
     'rcan': ({'n_resgroups': 1, 'n_resblocks': 1, 'n_feats': 8, 'reduction': 4, 'no_upsampling': True},
              (1, 3, 6, 5)),
     'mlp': ({'in_dim': 4, 'out_dim': 3, 'hidden_list': [8]}, (7, 4)),
+    # no drop-path, so that two training-mode forwards agree; 6x5 is mirrored to 8x8 (window 4)
+    'swinir': ({'embed_dim': 8, 'depths': [2], 'num_heads': [2], 'window_size': 4, 'img_size': 8,
+                'drop_path_rate': 0.0}, (1, 3, 6, 5)),
 }
 # SR models: tiny args
 SR_MODELS = {
