@@ -7,11 +7,13 @@ import pytest
 import torch
 
 import models
+from inference.bounded import recommended_test_time, upscale
 from models.swinir import shift_mask
 from models.tiling import receptive_radius
 from tests.conftest import shared_path
 from tests.helpers import max_scaled_error, one_thread  # noqa: F401
 from utils.errors import UserError
+from utils.testtime import TestTime
 
 pytestmark = pytest.mark.usefixtures('one_thread')  # see tests/helpers.py
 
@@ -200,3 +202,15 @@ def test_lte_with_swinir_matches_the_authors_end_to_end(query_mode):
             out = model(case.get('input', vectors['input']), case['coord'], case['cell'])
         assert out.shape == case['output'].shape
         assert max_scaled_error(out, case['output']) <= 1e-5, key
+
+
+def test_bounded_upscale_with_the_recommended_options_is_the_authors_window_evaluation():
+    # test.py --window 8 at x6: mirror-pad 12x10 to 16x16, query the 96x96 grid, crop the top-left 72x60
+    ckpt, vectors = small_checkpoint()
+    model = models.make(ckpt, load_sd=True).eval()
+    tt = recommended_test_time(model)
+    assert tt == TestTime(cell_max_scale=4, window=8)
+    want = vectors['cases']['test-window8-x6']['output'].view(1, 96, 96, 3).permute(0, 3, 1, 2)[:, :, :72, :60]
+    got = upscale(model, vectors['input'], (72, 60), bsize=60 * 25, test_time=tt)
+    assert got.shape == want.shape
+    assert max_scaled_error(got, want) <= 1e-5
