@@ -20,6 +20,10 @@ from utils.errors import UserError
 from utils.image import u8_to_float
 
 
+# the wrappers whose samples are in the grid layout of SRNO (coord (H, W, 2), gt (3, H, W), cell (2,))
+GRID_WRAPPERS = ('sr-implicit-downsampled-fast',)
+
+
 def _as_float(img: torch.Tensor) -> torch.Tensor:
     return u8_to_float(img) if img.dtype == torch.uint8 else img
 
