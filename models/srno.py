@@ -17,6 +17,7 @@ from models.registry import make, register
 from models.sampling import BORDER_EPS, corner_shifts, corner_weights, sample_nearest
 from utils.coord import make_coord
 from utils.errors import UserError
+from utils.testtime import TestTime
 
 # fc1's width is fixed in the authors' model, whatever `width` is
 HEAD_HIDDEN = 256
@@ -136,11 +137,22 @@ class SRNO(ImplicitSR):
                              align_corners=False)
         return self.fc2(F.gelu(self.fc1(x))) + skip
 
-    # -- the framework interface
+    # -- the framework interface (models/implicit.py)
 
-    def encode(self, inp: torch.Tensor) -> SRNOState:
-        """The query state of inp (N, 3, h, w): its feature map (N, C, h, w) and inp itself."""
-        return SRNOState(super().encode(inp), inp)
+    def prepare(self, feat: torch.Tensor, inp: torch.Tensor) -> SRNOState:
+        """The query state: the feature map (N, C, h, w) and the input it came from (for the bilinear skip)."""
+        return SRNOState(feat, inp)
+
+    def test_time(self) -> TestTime:
+        """The authors' demo.py and test.py --mcell: cells enlarged by max(scale / 4, 1)."""
+        return TestTime(cell_max_scale=4)
+
+    @property
+    def query_bytes(self) -> int:
+        """Rough peak bytes per query position inside one band's pass (inference.bounded sizes bands with it)."""
+        # corner features and their weighted copies, the lifted vector twice (concatenated, conv input),
+        # and ~16 width-sized activations of an attention block (qkv, its per-head copy, norms, o, MLP)
+        return 4 * (8 * self.encoder.out_dim + 2 * self.conv00.in_channels + 16 * self.width)
 
     def query(self, state: SRNOState, coord: torch.Tensor, cell: Optional[torch.Tensor] = None,
               table_mb: float = 0.0) -> torch.Tensor:
@@ -173,7 +185,7 @@ class SRNO(ImplicitSR):
                 x = self.lift(state, band_coord(r0, r1), cell)
                 for layer, s_layer in layers:
                     x = layer.apply_sum(x, layer.project(x).q, s_layer)
-                part = last.project(x).kv_sum()
+                part = last.project(x).kv_sum().float()  # float32 sums also under autocast
                 s = part if s is None else s + part
             return s / total
 
@@ -191,7 +203,7 @@ class SRNO(ImplicitSR):
     def gen_feat(self, inp: torch.Tensor) -> torch.Tensor:
         """Encode inp and keep it and its feature map for query_rgb (the authors' API)."""
         self.inp = inp
-        self.feat = super().encode(inp)
+        self.feat = self.features(inp)
         return self.feat
 
     def query_rgb(self, coord: torch.Tensor, cell: Optional[torch.Tensor] = None) -> torch.Tensor:

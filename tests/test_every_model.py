@@ -29,6 +29,7 @@ MODULES = {
 SR_MODELS = {
     'liif': {'encoder_spec': EDSR, 'imnet_spec': MLP},
     'metasr': {'encoder_spec': EDSR},
+    'sronet': {'encoder_spec': EDSR, 'width': 16, 'blocks': 4},
 }
 
 

@@ -7,10 +7,13 @@ import pytest
 import torch
 
 import models
+from inference.bounded import batched_predict, iter_upscale_bands, recommended_test_time, upscale
 from models.srno import HeadNorm, authors_row_chunked
 from tests.conftest import shared_path
 from tests.helpers import max_scaled_error, one_thread  # noqa: F401
 from utils.coord import make_coord
+from utils.errors import UserError
+from utils.testtime import TestTime
 
 pytestmark = pytest.mark.usefixtures('one_thread')  # see tests/helpers.py
 
@@ -66,6 +69,36 @@ def test_plain_memory_format_encoder(parity):
             assert max_scaled_error(model(vectors['input'], case['coord'], case['cell']), case['output']) <= TOL
     finally:
         model.channels_last = True
+
+
+@pytest.mark.parametrize('bsize', [None, 24 * 5])
+def test_framework_upscale_meets_the_one_call_cases(parity, bsize):
+    """inference.bounded.upscale (default bands, and bands of 5 rows of the 24-wide case), with the
+    authors' cell enlargement (test_time, cell_max_scale 4) for x8-cellclip and none for the others."""
+    model, vectors = parity
+    assert recommended_test_time(model) == TestTime(cell_max_scale=4)
+    for key, case in _one_call_cases(vectors).items():
+        if bsize and key == 'x8-cellclip':  # 96 one-row bands: slow, and the default bands cover it
+            continue
+        size = tuple(case['output'].shape[-2:])
+        test_time = model.test_time() if key == 'x8-cellclip' else TestTime()
+        out = upscale(model, vectors['input'], size, bsize=bsize, test_time=test_time)
+        assert max_scaled_error(out, case['output']) <= TOL, (key, bsize)
+    if bsize:
+        return
+    # without the enlargement x8 is another output: the option is what makes the case
+    plain = upscale(model, vectors['input'], (96, 96))
+    assert (plain - vectors['cases']['x8-cellclip']['output']).abs().max() > 1e-4
+
+
+def test_framework_bands_and_point_lists(parity):
+    """iter_upscale_bands yields bands of bsize // W rows top to bottom; batched_predict on points is refused."""
+    model, vectors = parity
+    bands = [(r0, b.shape) for r0, b in iter_upscale_bands(model, vectors['input'], (30, 41), bsize=41 * 8)]
+    assert bands == [(r, (1, 3, min(8, 30 - r), 41)) for r in range(0, 30, 8)]
+    coord = make_coord((4, 4)).unsqueeze(0)
+    with pytest.raises(UserError, match='depend on the whole output grid'):
+        batched_predict(model, vectors['input'], coord, torch.ones_like(coord))
 
 
 def test_row_chunks_are_separate_calls(parity):

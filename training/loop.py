@@ -15,7 +15,7 @@ from training.monitor import Monitor
 from training.state import Progress
 from training.stopper import Stopper
 from utils.errors import UserError
-from inference.bounded import batched_predict
+from inference.bounded import batched_predict, upscale
 from models.srno import authors_row_chunked
 from utils.amp import autocast as inference_autocast
 from utils.norm import DataNorm
@@ -183,7 +183,8 @@ def preview(model: torch.nn.Module, sample: Dict[str, torch.Tensor], norm: DataN
     batch = to_device({k: v.unsqueeze(0) for k, v in sample.items()}, device)
     with autocast(device, amp):
         if check_layout(model, batch) == 'grid':
-            pred = model(norm.inp(batch['inp']), batch['coord'], batch['cell'])[0]
+            # the full grid in bands (the one-call values, in bounded memory): the grid's coord and cell are upscale's
+            pred = upscale(model, norm.inp(batch['inp']), batch['gt'].shape[-2:], amp=amp)[0]
             return norm.output(pred.float(), channel_dim=-3).clamp_(0, 1)
         pred = batched_predict(model, norm.inp(batch['inp']), batch['coord'], batch['cell'], 30000)
     return query_image(norm.output(pred.float()).clamp_(0, 1), batch['coord'])[0]
