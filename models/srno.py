@@ -6,7 +6,7 @@ the per-image, per-head sums S, so that the one-call forward and the band-wise m
 evaluation (query_grid_bands) run the same code.
 """
 from dataclasses import dataclass
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -166,37 +166,33 @@ class SRNO(ImplicitSR):
         """The one-call output on the grid rows (H,) x cols (W,), yielded as (row0, (N, 3, r, W)) bands.
 
         Three passes over bands of at most band_rows rows (SRNO.md, "Exact evaluation at any
-        size"): layer 0's sums, then layer 1's (layer 0 recomputed per band), then the outputs.
-        Only one band and the two (N, heads, d, d) sums are alive at a time.
+        size"): layer 0's sums k^T v, then layer 1's (layer 0 recomputed per band), then the
+        outputs. Only one band and the (N, heads, d, d) sums are alive at a time; the sums are
+        divided by the count of the WHOLE grid, as in one call.
         """
         if band_rows < 1:
             raise ValueError(f"band_rows must be positive, not {band_rows}")
-        n = state.feat.shape[0]
-        total = rows.numel() * cols.numel()
+        n, count = state.feat.shape[0], rows.numel() * cols.numel()
         bands = [(r0, min(rows.numel(), r0 + band_rows)) for r0 in range(0, rows.numel(), band_rows)]
-
-        def band_coord(r0: int, r1: int) -> torch.Tensor:
-            grid = torch.stack(torch.meshgrid(rows[r0:r1], cols, indexing='ij'), dim=-1)
-            return grid.unsqueeze(0).expand(n, -1, -1, -1)
-
-        def summed(layers: List[Tuple[GalerkinAttention, torch.Tensor]], last: GalerkinAttention) -> torch.Tensor:
-            s = None
+        sums: List[torch.Tensor] = []
+        for layer in (self.conv0, self.conv1):
+            total = None
             for r0, r1 in bands:
-                x = self.lift(state, band_coord(r0, r1), cell)
-                for layer, s_layer in layers:
-                    x = layer.apply_sum(x, layer.project(x).q, s_layer)
-                part = last.project(x).kv_sum().float()  # float32 sums also under autocast
-                s = part if s is None else s + part
-            return s / total
-
-        s0 = summed([], self.conv0)
-        s1 = summed([(self.conv0, s0)], self.conv1)
+                x = self._attended(state, _grid(rows[r0:r1], cols, n), cell, sums)
+                part = layer.project(x).kv_sum().float()  # float32 sums, also under autocast
+                total = part if total is None else total + part
+            sums.append(total / count)
         for r0, r1 in bands:
-            coord = band_coord(r0, r1)
-            x = self.lift(state, coord, cell)
-            for layer, s in ((self.conv0, s0), (self.conv1, s1)):
-                x = layer.apply_sum(x, layer.project(x).q, s)
-            yield r0, self.emit(state, x, coord)
+            coord = _grid(rows[r0:r1], cols, n)
+            yield r0, self.emit(state, self._attended(state, coord, cell, sums), coord)
+
+    def _attended(self, state: SRNOState, coord: torch.Tensor, cell: torch.Tensor,
+                  sums: Sequence[torch.Tensor]) -> torch.Tensor:
+        """The lifted queries at coord through the first len(sums) attention layers, whose divided sums are known."""
+        x = self.lift(state, coord, cell)
+        for layer, s in zip((self.conv0, self.conv1), sums):
+            x = layer.apply_sum(x, layer.project(x).q, s)
+        return x
 
     # -- the authors' API
 
@@ -215,6 +211,11 @@ class SRNO(ImplicitSR):
     def forward(self, inp: torch.Tensor, coord: torch.Tensor, cell: Optional[torch.Tensor] = None) -> torch.Tensor:
         """The authors' forward: inp (N, 3, h, w), coord (N, H, W, 2), cell (N, 2) -> (N, 3, H, W); stores nothing."""
         return self.query(self.encode(inp), coord, cell)
+
+
+def _grid(rows: torch.Tensor, cols: torch.Tensor, n: int) -> torch.Tensor:
+    """The coordinates (N, r, W, 2) of the grid rows (r,) x cols (W,), for each of n images."""
+    return torch.stack(torch.meshgrid(rows, cols, indexing='ij'), dim=-1).unsqueeze(0).expand(n, -1, -1, -1)
 
 
 def _check_grid_call(coord: torch.Tensor, cell: Optional[torch.Tensor]) -> None:

@@ -171,7 +171,8 @@ def test_srno_configs_validate_with_the_warmup_cosine_schedule():
     ({'warmup_cosine_lr': {'multiplier': 0, 'warmup_epochs': 1}}, 'warmup_cosine_lr.multiplier must be a positive'),
     ({'warmup_cosine_lr': {'multiplier': 10}}, "warmup_cosine_lr is missing the key 'warmup_epochs'"),
     ({'multi_step_lr': {'milestones': [2], 'gamma': 0.5}}, 'multi_step_lr and warmup_cosine_lr are two schedules'),
-    ({'eval_type': 'benchmark-4'}, 'sr-implicit-downsampled-fast with val_dataset.wrapper.args.inp_size draws a subset'),
+    ({'eval_type': 'benchmark-4'},
+     'sr-implicit-downsampled-fast with val_dataset.wrapper.args.inp_size draws a subset'),
 ])
 def test_bad_srno_schedules_and_eval_types_are_one_line(change, message):
     with pytest.raises(UserError) as e:
@@ -184,7 +185,8 @@ def test_wrapper_layout_must_fit_the_model():
     cfg = _srno_short()
     cfg['val_dataset']['wrapper'] = _cfg('train-local/train_tiny-liif.yaml')['val_dataset']['wrapper']
     with pytest.raises(UserError, match=r"^val_dataset\.wrapper: model 'sronet' takes grid samples, "
-                                        r"'sr-implicit-downsampled' gives points samples; use sr-implicit-downsampled-fast$"):
+                                        r"'sr-implicit-downsampled' gives points samples; "
+                                        r"use sr-implicit-downsampled-fast$"):
         validate_config(cfg)
     liif = _cfg('train-local/train_tiny-liif.yaml')
     liif['train_dataset']['wrapper'] = cfg['train_dataset']['wrapper']

@@ -24,8 +24,8 @@ AMP_MODES = tuple(AMP_DTYPES)  # ('bf16', 'fp16')
 REQUIRED = ('train_dataset', 'data_norm', 'model', 'optimizer', 'epoch_max')
 # optional keys and their defaults (num_workers None = min(8, CPU cores per process))
 DEFAULTS: Dict[str, Any] = {
-    'val_dataset': None, 'multi_step_lr': None, 'warmup_cosine_lr': None, 'epoch_val': 1, 'epoch_save': None, 'resume': None,
-    'eval_type': None, 'eval_bsize': None, 'amp': None, 'tf32': False, 'seed': 0, 'num_workers': None,
+    'val_dataset': None, 'multi_step_lr': None, 'warmup_cosine_lr': None, 'epoch_val': 1, 'epoch_save': None,
+    'resume': None, 'eval_type': None, 'eval_bsize': None, 'amp': None, 'tf32': False, 'seed': 0, 'num_workers': None,
     'time_limit': None, 'step_limit': None, 'device': None, 'compile': False,
 }
 DEVICES = ('cpu', 'cuda')  # device None: CUDA when available
