@@ -15,9 +15,13 @@ from torch.utils.data import Dataset
 from datasets.downsample import downsample
 from datasets.registry import register
 from datasets.sample_rng import SampleRNG
-from utils.coord import make_cell, to_pixel_samples
+from utils.coord import make_cell, make_coord, to_pixel_samples
 from utils.errors import UserError
 from utils.image import u8_to_float
+
+
+# the wrappers whose samples are in the grid layout of SRNO (coord (H, W, 2), gt (3, H, W), cell (2,))
+GRID_WRAPPERS = ('sr-implicit-downsampled-fast',)
 
 
 def _as_float(img: torch.Tensor) -> torch.Tensor:
@@ -175,6 +179,11 @@ class SRImplicitDownsampled(_Wrapper):
 
     def __getitem__(self, idx: int) -> Dict[str, torch.Tensor]:
         rng = self.rng(idx)
+        lr, hr = self._pair(idx, rng)
+        return _training_sample(lr, hr, self.augment, self.sample_q, rng)
+
+    def _pair(self, idx: int, rng: np.random.Generator) -> Tuple[torch.Tensor, torch.Tensor]:
+        """(LR, HR) of sample idx: the scale, then the crop, drawn from rng; the LR downscaled from the HR."""
         img = self.dataset[idx]
         scale = self._scale(rng, img.shape[-2:])
         if self.inp_size is None:
@@ -187,7 +196,45 @@ class SRImplicitDownsampled(_Wrapper):
             side = min(round(self.inp_size * scale), *img.shape[-2:])  # a capped scale may round one pixel over
             top, left = _random_window(rng, img.shape[-2:], side)
             hr = _as_float(_window(img, top, left, side))
-        return _training_sample(downsample(hr, lr_hw, self.resize), hr, self.augment, self.sample_q, rng)
+        return downsample(hr, lr_hw, self.resize), hr
+
+
+@register('sr-implicit-downsampled-fast')
+class SRImplicitDownsampledFast(SRImplicitDownsampled):
+    """The grid-layout samples of SRNO (and LTE-fast): crops as sr-implicit-downsampled, targets as a 2-D grid.
+
+    With inp_size, inp_size^2 HR pixels are drawn without replacement and arranged, in the order
+    drawn, as an inp_size x inp_size grid: coord (inp_size, inp_size, 2), gt (3, inp_size,
+    inp_size). Without it (or in full_grid), every HR pixel in place: coord (H, W, 2), gt (3, H, W).
+    One cell (2,) per sample, the HR crop's pixel size.
+    """
+
+    def __init__(self, dataset: Dataset, inp_size: Optional[int] = None, scale_min: float = 1,
+                 scale_max: Optional[float] = None, augment: bool = False, resize: str = 'torch',
+                 cap_scale: bool = False):
+        super().__init__(dataset, inp_size, scale_min, scale_max, augment, None, resize, cap_scale)
+        # how many HR pixels a sample draws: as many as the LR crop has (None: all of them)
+        self.sample_q = None if inp_size is None else inp_size * inp_size
+
+    def __getitem__(self, idx: int) -> Dict[str, torch.Tensor]:
+        rng = self.rng(idx)
+        lr, hr = self._pair(idx, rng)
+        if self.augment:
+            symmetry = Dihedral.draw(rng)
+            lr, hr = symmetry.apply(lr), symmetry.apply(hr)
+        hr_hw = hr.shape[-2:]
+        coord = make_coord(hr_hw, flatten=False)
+        gt = hr.contiguous()
+        if self.sample_q is not None:
+            side = self.inp_size
+            if self.sample_q > hr_hw[0] * hr_hw[1]:
+                raise UserError(f"an HR crop of {tuple(hr_hw)} px has fewer pixels than the {side} x {side} "
+                                f"grid of targets (scale below 1?)")
+            chosen = torch.from_numpy(rng.choice(hr_hw[0] * hr_hw[1], self.sample_q, replace=False))
+            coord = coord.view(-1, 2)[chosen].view(side, side, 2)
+            gt = gt.view(gt.shape[0], -1)[:, chosen].view(gt.shape[0], side, side)
+        cell = torch.tensor([2 / hr_hw[0], 2 / hr_hw[1]], dtype=torch.float32)
+        return {'inp': lr.contiguous(), 'coord': coord, 'cell': cell, 'gt': gt}
 
 
 @register('sr-implicit-uniform-varied')

@@ -12,6 +12,7 @@ from torch.utils.data import DataLoader
 import datasets
 from datasets.downsample import downsample
 from tests.conftest import shared_path
+from utils.coord import make_coord
 from utils.errors import UserError
 
 DIHEDRAL = [(False, False, False), (True, False, False), (False, True, False), (True, True, False),
@@ -370,3 +371,46 @@ def test_samples_are_pinned_for_a_seed_epoch_and_index():
                 for key in want:
                     assert got[key][0] == want[key][0], (name, epoch, idx, key)
                     assert got[key][1:] == pytest.approx(want[key][1:], rel=1e-6, abs=1e-5), (name, epoch, idx, key)
+
+
+@pytest.mark.parametrize('augment', [False, True])
+def test_downsampled_fast_is_the_liif_sample_as_a_grid(position_folder, augment):
+    """sr-implicit-downsampled-fast draws as sr-implicit-downsampled with sample_q = inp_size^2 (same
+    scale, crop, symmetry and pixels from the same stream), laid out as an inp_size x inp_size grid
+    with one cell; the pixels are distinct and their colours are the HR pixels at their coordinates."""
+    folder = datasets.make({'name': 'image-folder', 'args': {'root_path': position_folder, 'repeat': 3}})
+    args = {'inp_size': 12, 'scale_min': 1.5, 'scale_max': 4, 'augment': augment}
+    fast = datasets.make({'name': 'sr-implicit-downsampled-fast', 'args': args}, {'dataset': folder})
+    liif = datasets.make({'name': 'sr-implicit-downsampled', 'args': {**args, 'sample_q': 144}}, {'dataset': folder})
+    fast.reseed(4, 2)
+    liif.reseed(4, 2)
+    for idx in range(len(fast)):
+        s, p = fast[idx], liif[idx]
+        assert s['inp'].shape == (3, 12, 12) and s['coord'].shape == (12, 12, 2)
+        assert s['gt'].shape == (3, 12, 12) and s['cell'].shape == (2,) and s['cell'].dtype == torch.float32
+        assert torch.equal(s['inp'], p['inp']) and torch.equal(s['cell'], p['cell'][0])
+        assert torch.equal(s['coord'].view(-1, 2), p['coord'])
+        assert torch.equal(s['gt'].view(3, -1).t(), p['gt'])
+        i, j, h, w = _query_pixels(s['coord'].view(-1, 2), s['cell'])
+        assert len(set(zip(i.tolist(), j.tolist()))) == 144 and h == w
+        rows, cols = _decode(s['gt'].view(3, -1).t())
+        if not augment:
+            assert len(set((rows - i).tolist())) == 1 and len(set((cols - j).tolist())) == 1
+
+
+def test_downsampled_fast_whole_image_and_full_grid(tmp_path):
+    _save(tmp_path / 's', 'x.png', _position_image(30, 40))
+    folder = datasets.make({'name': 'image-folder', 'args': {'root_path': str(tmp_path / 's')}})
+    whole = datasets.make({'name': 'sr-implicit-downsampled-fast', 'args': {'scale_min': 2.5}}, {'dataset': folder})[0]
+    assert whole['inp'].shape == (3, 12, 16) and whole['gt'].shape == (3, 30, 40)
+    assert torch.equal(whole['coord'], make_coord((30, 40), flatten=False))
+    assert torch.equal(whole['cell'], torch.tensor([2 / 30, 2 / 40]))
+    assert torch.equal((whole['gt'] * 255).round().byte().permute(1, 2, 0), torch.from_numpy(_position_image(30, 40)))
+    crops = datasets.make({'name': 'sr-implicit-downsampled-fast', 'args': {'inp_size': 10, 'scale_min': 2,
+                                                                           'scale_max': 3}}, {'dataset': folder})
+    full = crops.full_grid()
+    full.reseed(0)
+    s = full[0]
+    side = s['gt'].shape[-1]
+    assert s['inp'].shape == (3, 10, 10) and s['gt'].shape == (3, side, side) and 20 <= side <= 30
+    assert torch.equal(s['coord'], make_coord((side, side), flatten=False))

@@ -34,6 +34,7 @@ SR_MODELS = {
     'metasr': {'encoder_spec': EDSR},
     'lte': {'encoder_spec': EDSR, 'imnet_spec': MLP, 'hidden_dim': 16},
     'lte-fast': {'encoder_spec': EDSR, 'num_layer': 2, 'hidden_dim': 16},
+    'sronet': {'encoder_spec': EDSR, 'width': 16, 'blocks': 4},
 }
 
 

@@ -178,6 +178,13 @@ def _run_registered(name):
         out = m(inp)
         assert out.shape == (2, 4, 3)
         return out.sum(), inp
+    if name == 'sronet':  # the grid layout: coord (N, H, W, 2), one cell per image
+        m = models.make({'name': name, 'args': {'encoder_spec': TINY_EDSR, 'width': 16, 'blocks': 4}})
+        inp = torch.rand(2, 3, 6, 5, requires_grad=True)
+        coord = make_coord((7, 9), flatten=False).expand(2, 7, 9, 2)
+        out = m(inp, coord, torch.tensor([[2 / 7, 2 / 9]] * 2))
+        assert out.shape == (2, 3, 7, 9)
+        return out.sum(), inp
     args = {'encoder_spec': TINY_EDSR}
     if name != 'metasr':
         args['imnet_spec'] = MLP

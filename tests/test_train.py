@@ -14,6 +14,7 @@ import yaml
 import datasets
 import train_liif
 from tests.conftest import ROOT, shared_path
+from tests.helpers import PER_CHANNEL_NORM
 from inference.loading import load_model
 from training.data import VAL_STREAM
 from utils.checkpoint import load_checkpoint
@@ -375,3 +376,58 @@ def test_compile_trains_like_eager_and_saves_plain_weights(tmp_path, tiny, monke
     assert not any('_orig_mod' in k for k in load_checkpoint(run / 'epoch-last.pth')['model']['sd'])
     load_model(run / 'epoch-last.pth')
     _same_runs(tmp_path / 'save' / 'plain', run)
+
+
+SRNO_SHORT = os.path.join(ROOT, 'configs', 'train-local', 'train_edsr-sronet-short.yaml')
+
+
+def test_srno_trains_in_the_grid_layout(tmp_path):
+    """The short SRNO config, shrunk: grid samples train and validate through train_liif.py; the logged
+    validation is the per-sample PSNR / L1 of the saved weights on the (N, 3, H, W) outputs, and the lr
+    follows the warm-up (x10 after one epoch)."""
+    cfg = yaml.safe_load(open(SRNO_SHORT))
+    for part in cfg['train_dataset']['dataset']['args']['datasets']:
+        part['args'].update(root_path=shared_path('train', os.path.basename(part['args']['root_path'])), first_k=3)
+    cfg['train_dataset']['wrapper']['args']['inp_size'] = 8
+    cfg['val_dataset']['dataset']['args'].update(root_path=shared_path('benchmark', 'Set5', 'HR'), repeat=1)
+    cfg['val_dataset']['wrapper']['args']['inp_size'] = 8
+    cfg['val_dataset']['batch_size'] = 1
+    cfg['model']['args'].update(width=16, blocks=4)
+    cfg['model']['args']['encoder_spec']['args'].update(n_resblocks=1, n_feats=8)
+    # per-channel values: a normalisation applied along the wrong axis of (N, 3, H, W) cannot pass
+    cfg.update(epoch_max=2, epoch_save=1, device='cpu', num_workers=0, seed=0, data_norm=PER_CHANNEL_NORM)
+    path = tmp_path / 'srno.yaml'
+    path.write_text(yaml.safe_dump(cfg))
+    assert train(tmp_path, '--config', str(path), '--name', 'srno') == 0
+    run = tmp_path / 'save' / 'srno'
+    rec = metrics(run)
+    assert [r['lr'] for r in rec] == [pytest.approx(4e-5), pytest.approx(4e-4)]
+    model = load_model(run / 'epoch-2.pth')
+    assert model.query_layout == 'grid'
+    spec = cfg['val_dataset']
+    ds = datasets.make(spec['wrapper'], args={'dataset': datasets.make(spec['dataset'])})
+    ds.reseed(cfg['seed'], 0, VAL_STREAM)
+    isub, idiv, gsub, gdiv = (torch.tensor(PER_CHANNEL_NORM[p][k]).view(3, 1, 1) for p in ('inp', 'gt')
+                              for k in ('sub', 'div'))
+    psnrs, l1s = [], []
+    with torch.no_grad():
+        for i in range(len(ds)):
+            s = ds[i]
+            assert s['coord'].shape == (8, 8, 2) and s['gt'].shape == (3, 8, 8) and s['cell'].shape == (2,)
+            pred = model(((s['inp'] - isub) / idiv)[None], s['coord'][None], s['cell'][None])[0]
+            l1s.append((pred - (s['gt'] - gsub) / gdiv).abs().mean().item())
+            psnrs.append(-10 * math.log10(((pred * gdiv + gsub).clamp(0, 1) - s['gt']).pow(2).mean().item()))
+    assert rec[1]['val_psnr'] == pytest.approx(sum(psnrs) / len(psnrs), abs=1e-5)
+    assert rec[1]['val_loss'] == pytest.approx(sum(l1s) / len(l1s), abs=1e-7)
+
+
+def test_warmup_cosine_resumes_in_closed_form(tmp_path, tiny):
+    """lr 1e-3, x10 after the one warm-up epoch, then half of it (cos(pi / 2)); the same after a stop and resume."""
+    base = ['--config', tiny, '-o', 'epoch_max=3', '-o', 'multi_step_lr=null',
+            '-o', 'warmup_cosine_lr={multiplier: 10, warmup_epochs: 1}']
+    assert train(tmp_path, *base, '--name', 'full') == 0
+    assert [r['lr'] for r in metrics(tmp_path / 'save' / 'full')] == pytest.approx([1e-3, 1e-2, 5e-3], rel=1e-12)
+    assert train(tmp_path, *base, '--name', 'cut', '-o', 'epoch_max=2') == 0
+    cut = tmp_path / 'save' / 'cut'
+    assert train(tmp_path, *base, '--name', 'cut', '--resume', str(cut / 'epoch-last.pth')) == 0
+    _same_runs(tmp_path / 'save' / 'full', cut)

@@ -154,3 +154,41 @@ def test_first_k_zero_says_what_is_wrong(tmp_path):
     (tmp_path / 'a.png').write_bytes(b'')
     with pytest.raises(UserError, match=r'^first_k must be a positive integer \(or null for all images\), got 0$'):
         list_images(str(tmp_path), first_k=0)
+
+
+def _srno_short():
+    return _cfg('train-local/train_edsr-sronet-short.yaml')
+
+
+def test_srno_configs_validate_with_the_warmup_cosine_schedule():
+    cfg = validate_config(_srno_short())
+    assert cfg['warmup_cosine_lr'] == {'multiplier': 10, 'warmup_epochs': 1} and cfg['multi_step_lr'] is None
+
+
+@pytest.mark.parametrize('change, message', [
+    ({'warmup_cosine_lr': {'multiplier': 10, 'warmup_epochs': 4}},
+     'warmup_cosine_lr.warmup_epochs (4) must be below epoch_max (4)'),
+    ({'warmup_cosine_lr': {'multiplier': 0, 'warmup_epochs': 1}}, 'warmup_cosine_lr.multiplier must be a positive'),
+    ({'warmup_cosine_lr': {'multiplier': 10}}, "warmup_cosine_lr is missing the key 'warmup_epochs'"),
+    ({'multi_step_lr': {'milestones': [2], 'gamma': 0.5}}, 'multi_step_lr and warmup_cosine_lr are two schedules'),
+    ({'eval_type': 'benchmark-4'},
+     'sr-implicit-downsampled-fast with val_dataset.wrapper.args.inp_size draws a subset'),
+])
+def test_bad_srno_schedules_and_eval_types_are_one_line(change, message):
+    with pytest.raises(UserError) as e:
+        validate_config({**_srno_short(), **change})
+    assert message in str(e.value) and '\n' not in str(e.value)
+
+
+def test_wrapper_layout_must_fit_the_model():
+    """SRNO needs grid samples, LIIF per-query ones: caught before any data is read or any folder written."""
+    cfg = _srno_short()
+    cfg['val_dataset']['wrapper'] = _cfg('train-local/train_tiny-liif.yaml')['val_dataset']['wrapper']
+    with pytest.raises(UserError, match=r"^val_dataset\.wrapper: model 'sronet' takes grid samples, "
+                                        r"'sr-implicit-downsampled' gives points samples; "
+                                        r"use sr-implicit-downsampled-fast$"):
+        validate_config(cfg)
+    liif = _cfg('train-local/train_tiny-liif.yaml')
+    liif['train_dataset']['wrapper'] = cfg['train_dataset']['wrapper']
+    with pytest.raises(UserError, match=r"^train_dataset\.wrapper: model 'liif' takes points samples"):
+        validate_config(liif)

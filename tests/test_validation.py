@@ -17,7 +17,8 @@ from tests.helpers import (PER_CHANNEL_NORM, TINY_LIIF, manual_upscale, np_psnr,
                            write_small_pairs)
 from training.data import Loaders
 from training.dist import DistInfo
-from training.loop import validate
+from models.srno import authors_row_chunked
+from training.loop import gt_image, preview, validate
 from utils.coord import make_cell, make_coord
 from utils.image import read_rgb_u8, u8_to_float
 from utils.norm import DataNorm
@@ -113,3 +114,50 @@ def test_validation_does_not_depend_on_the_number_of_processes(tmp_path):
         for key in ('sampled', 'whole'):
             assert two[key]['val_psnr'] == pytest.approx(single[key]['val_psnr'], abs=1e-6), (rank, key)
             assert two[key]['val_loss'] == pytest.approx(single[key]['val_loss'], abs=1e-7), (rank, key)
+
+
+TINY_SRNO = {'name': 'sronet', 'args': {'encoder_spec': {'name': 'edsr-baseline', 'args': {
+    'n_resblocks': 1, 'n_feats': 8, 'no_upsampling': True}}, 'width': 16, 'blocks': 4}}
+
+
+def _grid_set(**args):
+    folder = datasets.make({'name': 'image-folder', 'args': {'root_path': shared_path('benchmark', 'Set5', 'HR'),
+                                                             'cache': 'in_memory'}})
+    ds = datasets.make({'name': 'sr-implicit-downsampled-fast', 'args': args}, args={'dataset': folder})
+    ds.reseed(0)
+    return ds
+
+
+def test_grid_validation_with_eval_bsize_is_the_authors_row_chunks():
+    """SRNO samples (N, 3, 8, 8) in batches of 2: eval_bsize 3 runs rows 0-2, 3-5, 6-7 as separate calls."""
+    ds = _grid_set(inp_size=8, scale_min=2, scale_max=3)
+    torch.manual_seed(0)
+    model = models.make(TINY_SRNO).eval()
+    norm = DataNorm.from_mapping(PER_CHANNEL_NORM)
+    val = validate(model, DataLoader(ds, batch_size=2), norm, None, _single(), 2, None, eval_bsize=3)
+    gsub, gdiv = (torch.tensor(PER_CHANNEL_NORM['gt'][k]).view(1, 3, 1, 1) for k in ('sub', 'div'))
+    psnrs, sizes, l1s = [], [], []
+    with torch.no_grad():
+        for batch in DataLoader(ds, batch_size=2):
+            pred = authors_row_chunked(model, norm.inp(batch['inp']), batch['coord'], batch['cell'], 3)
+            mse = ((pred * gdiv + gsub).clamp(0, 1) - batch['gt']).pow(2).mean().item()
+            psnrs.append(-10 * np.log10(mse))
+            l1s.append((pred - (batch['gt'] - gsub) / gdiv).abs().mean().item())
+            sizes.append(len(pred))
+    assert val['val_psnr'] == pytest.approx(np.average(psnrs, weights=sizes), abs=1e-5)
+    assert val['val_loss'] == pytest.approx(np.average(l1s, weights=sizes), abs=1e-7)
+    one_call = validate(model, DataLoader(ds, batch_size=2), norm, None, _single(), 2, None)
+    assert abs(one_call['val_psnr'] - val['val_psnr']) > 1e-4
+
+
+def test_grid_preview_is_the_one_call_output():
+    sample = _grid_set(inp_size=6, scale_min=3, scale_max=3).full_grid()[0]
+    assert sample['coord'].shape == (18, 18, 2)
+    torch.manual_seed(0)
+    model = models.make(TINY_SRNO).eval()
+    norm = DataNorm.from_mapping(PER_CHANNEL_NORM)
+    with torch.no_grad():
+        want = model(norm.inp(sample['inp'])[None], sample['coord'][None], sample['cell'][None])[0]
+    got = preview(model, sample, norm, None, CPU)
+    assert (got - norm.output(want, channel_dim=-3).clamp(0, 1)).abs().max() <= 1e-6
+    assert torch.equal(gt_image(sample), sample['gt'])

@@ -12,6 +12,7 @@ import torch
 import models
 from evaluation.protocol import parse_eval_type
 from datasets.registry import DATASETS
+from datasets.wrappers import GRID_WRAPPERS
 from models.registry import MODELS
 from utils.amp import AMP_DTYPES
 from utils.errors import UserError
@@ -23,8 +24,8 @@ AMP_MODES = tuple(AMP_DTYPES)  # ('bf16', 'fp16')
 REQUIRED = ('train_dataset', 'data_norm', 'model', 'optimizer', 'epoch_max')
 # optional keys and their defaults (num_workers None = min(8, CPU cores per process))
 DEFAULTS: Dict[str, Any] = {
-    'val_dataset': None, 'multi_step_lr': None, 'epoch_val': 1, 'epoch_save': None, 'resume': None,
-    'eval_type': None, 'eval_bsize': None, 'amp': None, 'tf32': False, 'seed': 0, 'num_workers': None,
+    'val_dataset': None, 'multi_step_lr': None, 'warmup_cosine_lr': None, 'epoch_val': 1, 'epoch_save': None,
+    'resume': None, 'eval_type': None, 'eval_bsize': None, 'amp': None, 'tf32': False, 'seed': 0, 'num_workers': None,
     'time_limit': None, 'step_limit': None, 'device': None, 'compile': False,
 }
 DEVICES = ('cpu', 'cuda')  # device None: CUDA when available
@@ -120,17 +121,30 @@ def _model_spec(spec: Any, where: str, nested: bool = False) -> None:
             _model_spec(sub, f"{where}.args.{key}", nested=True)
 
 
-def _model(spec: Any) -> None:
+def _model(spec: Any) -> str:
+    """Check the model spec completely; return the layout its samples must have (query_layout)."""
     _model_spec(spec, 'model')
     # what annotations cannot say (an MLP's in_dim against its encoder...) shows when building;
     # on the meta device that costs nothing
     try:
         with torch.device('meta'):
-            models.make(spec)
+            return getattr(models.make(spec), 'query_layout', 'points')
     except UserError as e:
         raise UserError(f"model: {e}") from None
     except Exception as e:  # noqa: BLE001 - any failure of a factory is a bad model config
         raise UserError(f"model: cannot build {spec['name']!r} from these arguments: {_first_line(e)}") from None
+
+
+def _layout_fits(section: Optional[Dict[str, Any]], where: str, model_name: str, layout: str) -> None:
+    """The section's wrapper hands out samples in the model's layout (grid: SRNO's (N, H, W, 2) coordinates)."""
+    wrapper = (section or {}).get('wrapper')
+    if wrapper is None:
+        return
+    given = 'grid' if wrapper['name'] in GRID_WRAPPERS else 'points'
+    if given != layout:
+        fix = ', '.join(GRID_WRAPPERS) if layout == 'grid' else 'a wrapper of per-query samples'
+        raise UserError(f"{where}.wrapper: model {model_name!r} takes {layout} samples, {wrapper['name']!r} "
+                        f"gives {given} samples; use {fix}")
 
 
 def _first_line(e: BaseException) -> str:
@@ -167,10 +181,25 @@ def _schedule(node: Any) -> None:
     _number(node['gamma'], 'multi_step_lr.gamma')
 
 
+def _warmup_cosine(node: Any, epoch_max: int, multi_step: Any) -> None:
+    _mapping(node, 'warmup_cosine_lr', ['multiplier', 'warmup_epochs'])
+    _number(node['multiplier'], 'warmup_cosine_lr.multiplier')
+    _int(node['warmup_epochs'], 'warmup_cosine_lr.warmup_epochs', 0)
+    if node['warmup_epochs'] >= epoch_max:
+        raise UserError(f"warmup_cosine_lr.warmup_epochs ({node['warmup_epochs']}) must be below epoch_max "
+                        f"({epoch_max})")
+    if multi_step is not None:
+        raise UserError("multi_step_lr and warmup_cosine_lr are two schedules: set one of them")
+
+
 def _eval_type(eval_type: Any, val_section: Optional[Dict[str, Any]]) -> None:
     """eval_type is evaluation's ('div2k-S' / 'benchmark-S'); it shaves whole images, which sample_q breaks up."""
     parse_eval_type(eval_type)
-    wrapper_args = ((val_section or {}).get('wrapper') or {}).get('args') or {}
+    wrapper = (val_section or {}).get('wrapper') or {}
+    wrapper_args = wrapper.get('args') or {}
+    if wrapper.get('name') in GRID_WRAPPERS and wrapper_args.get('inp_size') is not None:
+        raise UserError(f"eval_type {eval_type} scores whole images: {wrapper['name']} with "
+                        f"val_dataset.wrapper.args.inp_size draws a subset of the pixels (unset it, or drop eval_type)")
     if wrapper_args.get('sample_q') is not None:
         raise UserError(f"eval_type {eval_type} scores whole images: val_dataset.wrapper.args.sample_q "
                         f"must be unset (or drop eval_type)")
@@ -184,11 +213,15 @@ def validate_config(cfg: Dict[str, Any]) -> Dict[str, Any]:
     if cfg['val_dataset'] is not None:
         _data_section(cfg['val_dataset'], 'val_dataset')
     _data_norm(cfg['data_norm'])
-    _model(cfg['model'])
+    layout = _model(cfg['model'])
+    for key in ('train_dataset', 'val_dataset'):
+        _layout_fits(cfg[key], key, cfg['model']['name'], layout)
     _optimizer(cfg['optimizer'])
     if cfg['multi_step_lr'] is not None:
         _schedule(cfg['multi_step_lr'])
     _int(cfg['epoch_max'], 'epoch_max', 1)
+    if cfg['warmup_cosine_lr'] is not None:
+        _warmup_cosine(cfg['warmup_cosine_lr'], cfg['epoch_max'], cfg['multi_step_lr'])
     for key in ('epoch_val', 'epoch_save', 'eval_bsize', 'step_limit'):
         _int(cfg[key], key, 1, optional=True)
     _int(cfg['num_workers'], 'num_workers', 0, optional=True)

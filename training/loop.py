@@ -2,7 +2,7 @@
 
 import time
 from dataclasses import dataclass
-from typing import Callable, ContextManager, Dict, Iterable, List, Optional
+from typing import Callable, ContextManager, Dict, Iterable, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -15,7 +15,8 @@ from training.monitor import Monitor
 from training.state import Progress
 from training.stopper import Stopper
 from utils.errors import UserError
-from inference.bounded import batched_predict
+from inference.bounded import batched_predict, upscale
+from models.srno import authors_row_chunked
 from utils.amp import autocast as inference_autocast
 from utils.norm import DataNorm
 
@@ -29,6 +30,30 @@ class TrainingDiverged(UserError):
 def autocast(device: torch.device, amp: Optional[str]) -> ContextManager:
     """torch.autocast for amp bf16 (CUDA or CPU) / fp16 (CUDA: the trainer refuses it on the CPU); no-op for None."""
     return inference_autocast(device, amp)
+
+
+def sample_layout(batch: Dict[str, torch.Tensor]) -> str:
+    """'grid' for samples in SRNO's layout (coord (N, H, W, 2), cell (N, 2), gt (N, 3, H, W)), else 'points'."""
+    return 'grid' if batch['coord'].dim() == 4 else 'points'
+
+
+def check_layout(model: torch.nn.Module, batch: Dict[str, torch.Tensor]) -> str:
+    """The batch's layout, which must be the one the model is queried in (query_layout); else a UserError."""
+    model = getattr(model, 'module', model)
+    layout, wanted = sample_layout(batch), getattr(model, 'query_layout', 'points')
+    if layout != wanted:
+        raise UserError(f"{type(model).__name__} is queried with {wanted} samples, but the wrapper gives {layout} "
+                        f"samples (coord {tuple(batch['coord'].shape)}): use "
+                        f"{'sr-implicit-downsampled-fast' if wanted == 'grid' else 'a points wrapper'}")
+    return layout
+
+
+def as_points(pred: torch.Tensor, batch: Dict[str, torch.Tensor]
+              ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(pred, gt, coord) per query, (N, Q, 3), (N, Q, 3), (N, Q, 2): grid samples flattened row-major."""
+    if sample_layout(batch) == 'points':
+        return pred, batch['gt'], batch['coord']
+    return pred.flatten(2).transpose(1, 2), batch['gt'].flatten(2).transpose(1, 2), batch['coord'].flatten(1, 2)
 
 
 def to_device(batch: Dict[str, torch.Tensor], device: torch.device) -> Dict[str, torch.Tensor]:
@@ -65,9 +90,10 @@ def train_epoch(model: torch.nn.Module, batches: Iterable, optimizer: torch.opti
             if batch is None:
                 break
             batch = to_device(batch, info.device)
+            gt_channels = -3 if check_layout(model, batch) == 'grid' else -1
             with autocast(info.device, amp):
                 pred = model(norm.inp(batch['inp']), batch['coord'], batch['cell'])
-            loss = F.l1_loss(pred.float(), norm.gt(batch['gt']))
+            loss = F.l1_loss(pred.float(), norm.gt(batch['gt'], gt_channels))
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(optimizer)
@@ -121,17 +147,20 @@ def validate(model: torch.nn.Module, loader: DataLoader, norm: DataNorm, amp: Op
     l1_counts: List[int] = []
     for batch in tqdm(loader, desc='val', leave=False, disable=None if info.is_main else True):
         batch = to_device(batch, info.device)
+        layout = check_layout(model, batch)
         inp = norm.inp(batch['inp'])
         with autocast(info.device, amp):
             if eval_bsize is None:
                 pred = model(inp, batch['coord'], batch['cell'])
+            elif layout == 'grid':  # the authors' chunks of eval_bsize grid rows, each a separate call
+                pred = authors_row_chunked(model, inp, batch['coord'], batch['cell'], eval_bsize)
             else:
                 pred = batched_predict(model, inp, batch['coord'], batch['cell'], eval_bsize)
-        pred = pred.float()
-        err = (pred.double() - norm.gt(batch['gt']).double()).abs().flatten(1)
+        pred, gt, coord = as_points(pred.float(), batch)
+        err = (pred.double() - norm.gt(gt).double()).abs().flatten(1)
         l1 += err.sum(dim=1).tolist()
         l1_counts += [err.shape[1]] * err.shape[0]
-        sums, count = query_squared_error(norm.output(pred).clamp_(0, 1), batch['gt'], batch['coord'], protocol)
+        sums, count = query_squared_error(norm.output(pred).clamp_(0, 1), gt, coord, protocol)
         sse += sums.tolist()
         sse_counts += [count] * len(sums)
     if len(sse) != len(indices):
@@ -153,12 +182,18 @@ def preview(model: torch.nn.Module, sample: Dict[str, torch.Tensor], norm: DataN
     model.eval()
     batch = to_device({k: v.unsqueeze(0) for k, v in sample.items()}, device)
     with autocast(device, amp):
+        if check_layout(model, batch) == 'grid':
+            # the full grid in bands (the one-call values, in bounded memory): the grid's coord and cell are upscale's
+            pred = upscale(model, norm.inp(batch['inp']), batch['gt'].shape[-2:], amp=amp)[0]
+            return norm.output(pred.float(), channel_dim=-3).clamp_(0, 1)
         pred = batched_predict(model, norm.inp(batch['inp']), batch['coord'], batch['cell'], 30000)
     return query_image(norm.output(pred.float()).clamp_(0, 1), batch['coord'])[0]
 
 
 def gt_image(sample: Dict[str, torch.Tensor]) -> torch.Tensor:
     """The target (3, H, W) of a full-grid sample."""
+    if sample['coord'].dim() == 3:  # grid layout: gt is the image already
+        return sample['gt']
     return query_image(sample['gt'].unsqueeze(0), sample['coord'].unsqueeze(0))[0]
 
 

@@ -11,6 +11,7 @@ import torch
 
 from training.config import OPTIMIZERS
 from training.dist import DistInfo, all_gather_objects
+from training.optim import WarmupCosineLR
 from utils.checkpoint import model_spec, save_checkpoint
 from utils.errors import UserError
 from utils.norm import DataNorm
@@ -198,7 +199,10 @@ def restore(ckpt: Dict[str, Any], model: torch.nn.Module, optimizer: torch.optim
         changes = _apply_settings(optimizer, fresh, _base_lr(name, ckpt['optimizer'].get('args') or {}),
                                   scheduler is not None)
     epoch_done = int(ckpt.get('epoch', 0))
-    if scheduler is not None:
+    if isinstance(scheduler, WarmupCosineLR):  # closed form: the config in force and the epoch decide
+        scheduler.base_lrs = [g['initial_lr'] for g in optimizer.param_groups]
+        scheduler.set_epoch(epoch_done)
+    elif scheduler is not None:
         if state is not None and state['scheduler'] is not None:
             milestones, gamma = scheduler.milestones, scheduler.gamma
             scheduler.load_state_dict(state['scheduler'])

@@ -120,7 +120,7 @@ class Run:
             dist.barrier(info)
         model = models.make(cfg['model']).to(info.device)
         self.optimizer = make_optimizer(model.parameters(), cfg['optimizer'])
-        self.scheduler = make_scheduler(self.optimizer, cfg['multi_step_lr'])
+        self.scheduler = make_scheduler(self.optimizer, cfg['multi_step_lr'], cfg['warmup_cosine_lr'], cfg['epoch_max'])
         self.scaler = torch.amp.GradScaler(info.device.type, enabled=self.amp == 'fp16')
         restored = state.Restored(state.Progress())
         if ckpt is not None:
