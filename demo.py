@@ -25,11 +25,13 @@ from utils.image_io import (NO_ALPHA_FORMATS, SIXTEEN_BIT_FORMATS, InputImage, o
                             read_image, same_file, save_atomic)
 from utils.imresize import RowResizer
 from inference.thin import THIN_SIDE, pad_thin_input
-from inference.bounded import iter_upscale_bands
+from inference.bounded import choose_test_time, iter_upscale_bands
 from inference.loading import LoadedModel, load_sr, select_device
 from inference.onnx_runner import OnnxSR
 from utils.amp import AMP_DTYPES, resolve_precision
 from utils.norm import DEMO, DataNorm
+from utils import testtime
+from utils.testtime import TestTime
 
 log = logging.getLogger('demo')
 
@@ -59,6 +61,7 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     p.add_argument('--precision', default='fp32', metavar='{fp32,bf16,fp16,auto}',
                    help="arithmetic of the model (default fp32); auto: bf16 on CUDA or a CPU with native bf16 "
                         "matmuls, else fp32. bf16 changes a few 8-bit values by 1-2 levels (README, Speed)")
+    testtime.add_arguments(p)
     p.add_argument('--trust-checkpoint', action='store_true',
                    help="load a checkpoint holding arbitrary Python objects (runs code from the file)")
     return p.parse_args(_glue_values(list(sys.argv[1:] if argv is None else argv)))
@@ -122,7 +125,8 @@ def _quantise(x: torch.Tensor, peak: int, dtype) -> np.ndarray:
 
 @torch.inference_mode()
 def upscale_image(model: torch.nn.Module, img: InputImage, size: Tuple[int, int], fmt: str,
-                  device: torch.device, bsize: int, norm: DataNorm = DEMO, amp: Optional[str] = None) -> np.ndarray:
+                  device: torch.device, bsize: int, norm: DataNorm = DEMO, amp: Optional[str] = None,
+                  test_time: TestTime = testtime.NONE) -> np.ndarray:
     """The upscaled image as (H, W, C) integers, filled one band of rows at a time; norm: the model's, amp: autocast."""
     h, w = size
     sixteen = img.bits == 16 and img.gray and fmt in SIXTEEN_BIT_FORMATS  # PIL writes no 16-bit RGB
@@ -136,7 +140,7 @@ def upscale_image(model: torch.nn.Module, img: InputImage, size: Tuple[int, int]
     luma = torch.tensor(LUMA, device=device).view(3, 1, 1)
     inp = norm.inp(img.rgb.unsqueeze(0).to(device))
     with tqdm(total=h, unit='row', leave=False, disable=None) as bar:
-        for r0, band in iter_upscale_bands(model, inp, size, bsize, amp=amp):
+        for r0, band in iter_upscale_bands(model, inp, size, bsize, amp=amp, test_time=test_time):
             rows = band.shape[-2]
             rgb = norm.output(band[0], channel_dim=0)
             colour = (rgb.clamp(0, 1) * luma).sum(dim=0, keepdim=True) if img.gray else rgb
@@ -215,14 +219,16 @@ def main(argv: Optional[List[str]] = None) -> None:
         loaded = load_model_or_onnx(args, device)
         model = loaded.model
         log.info("%s: %s%s -> %s (width x height) on %s", args.input, wxh(img.size), kind, wxh(size), device)
+        test_time = choose_test_time(model, testtime.flag_values(args))
         log.info("precision %s (%s)", precision.name, precision.reason)
+        log.info("test-time options: %s", test_time.describe())
         padded = pad_thin_input(model, img.rgb)
         if padded is not None:
             log.info("%s is thinner than %d px: upscaled within a copy whose edge pixels are replicated %d px "
                      "outward, as the encoder's zero padding would wash out its colours (a deviation from the "
                      "reference, see inference/thin.py)", args.input, THIN_SIDE, max(padded.rows, padded.cols))
             model, img = padded.model, dataclasses.replace(img, rgb=padded.rgb)
-        out = upscale_image(model, img, size, fmt, device, args.bsize, loaded.norm, precision.amp)
+        out = upscale_image(model, img, size, fmt, device, args.bsize, loaded.norm, precision.amp, test_time)
     save_atomic(out[:, :, 0] if out.shape[2] == 1 else out, args.output, fmt)
     print(f"wrote {args.output} ({wxh(size)}, width x height)")
 

@@ -12,8 +12,10 @@ from utils.errors import UserError
 from evaluation.protocol import (evaluate, liif_predictor, make_test_loader, parse_eval_type,
                               parse_root_override)
 from evaluation.gallery import GalleryWriter, dataset_names
+from inference.bounded import choose_test_time
 from inference.loading import load_sr, select_device
 from utils.norm import IDENTITY, DataNorm
+from utils import testtime
 
 log = logging.getLogger('test')
 
@@ -34,6 +36,7 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     p.add_argument('--precision', default='fp32', metavar='{fp32,bf16,fp16,auto}',
                    help="arithmetic of the model (default fp32, the paper's numbers); auto: bf16 on CUDA or a CPU "
                         "with native bf16 matmuls")
+    testtime.add_arguments(p)
     p.add_argument('--gallery', default=None, metavar='DIR',
                    help="also write DIR/index.html: per image, bicubic | model | HR where the model gains most")
     p.add_argument('--trust-checkpoint', action='store_true',
@@ -61,7 +64,10 @@ def main(argv: Optional[List[str]] = None) -> None:
     loaded = load_sr(args.model, device, fallback, source, trusted=args.trust_checkpoint)
     loader = make_test_loader(cfg.get('test_dataset'), protocol, args.lr_cache, overrides)
     log.info("%d images, %s, %s", len(loader.dataset), cfg.get('eval_type'), protocol.describe())
-    predict = liif_predictor(loaded.model, loaded.norm, bsize, precision.amp)
+    # the model's recommendation, then the config's keys, then the flags
+    test_time = choose_test_time(loaded.model, cfg, testtime.flag_values(args))
+    log.info("test-time options: %s", test_time.describe())
+    predict = liif_predictor(loaded.model, loaded.norm, bsize, precision.amp, test_time)
     if args.gallery:
         # published (images, then index.html) only if the whole evaluation succeeds
         title = f"{os.path.basename(args.model)} on {os.path.basename(args.config)}"

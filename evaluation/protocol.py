@@ -26,6 +26,7 @@ from utils.imresize import imresize
 from inference.bounded import upscale
 from utils.metrics import psnr, squared_error, ssim
 from utils.norm import IDENTITY, DataNorm
+from utils.testtime import NONE as NO_TEST_TIME, TestTime
 
 log = logging.getLogger(__name__)
 
@@ -135,11 +136,13 @@ def make_test_loader(test_spec: Dict[str, Any], protocol: Protocol, lr_cache: st
 
 
 def liif_predictor(model: torch.nn.Module, norm: Union[DataNorm, Mapping[str, Any], None],
-                   bsize: Optional[int], amp: Optional[str] = None) -> Predictor:
+                   bsize: Optional[int], amp: Optional[str] = None,
+                   test_time: TestTime = NO_TEST_TIME) -> Predictor:
     """Query a model on the whole target grid: [0, 1] LR in, clamped [0, 1] output.
 
     norm: the model's DataNorm (a data_norm mapping is read as one; None is the authors' test
     default, no normalisation). amp: 'bf16' / 'fp16' autocast, None for fp32 (the protocol's).
+    test_time: cell enlargement / window padding (inference.bounded.choose_test_time).
     """
     if norm is None:
         norm = IDENTITY
@@ -148,7 +151,7 @@ def liif_predictor(model: torch.nn.Module, norm: Union[DataNorm, Mapping[str, An
 
     def predict(inp: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
         # bsize None: query chunks sized from inference.bounded's memory budget
-        pred = upscale(model, norm.inp(inp), size, bsize or None, amp=amp)
+        pred = upscale(model, norm.inp(inp), size, bsize or None, amp=amp, test_time=test_time)
         return norm.output(pred, channel_dim=-3).clamp_(0, 1)
     return predict
 

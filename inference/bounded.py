@@ -3,9 +3,12 @@
 Every function takes `max_mem_mb`, the working memory beyond the model, its feature map and the
 returned output: it sizes the query chunks, the fast path's per-code table, and whether the
 encoder runs on overlapping tiles. `amp` ('bf16' / 'fp16') runs under torch.autocast. Models are
-used through their pure interface (model.encode, model.query) only: nothing is stored on them.
+used through their pure interface (models/implicit.py: features, prepare, encode, query,
+query_grid_bands) only: nothing is stored on them. The test-time options (utils/testtime.py) apply
+only when the caller passes them.
 """
-from typing import Iterator, Optional, Sequence, Tuple
+from dataclasses import dataclass
+from typing import Any, Iterator, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -13,9 +16,11 @@ import torch
 from models.fast_query import mlp_layers
 from models.tiling import activation_channels, encode_tiled, receptive_radius
 from utils.amp import autocast
-from utils.coord import coord_seq, make_cell
+from utils.coord import coord_seq
+from utils.errors import UserError
 from utils.image import float_to_u8
 from utils.norm import DEMO, DataNorm
+from utils.testtime import NONE as NO_TEST_TIME, TestTime, merge, mirror_pad
 
 # working memory by default: RDN's encoder (131 px receptive radius, ~9 KB of activations per
 # pixel) then runs untiled up to ~480 x 480 px inputs; tiles below that size get expensive
@@ -73,21 +78,31 @@ def encoder_tile(model: torch.nn.Module, inp: torch.Tensor, max_mem_mb: float,
 
 @torch.inference_mode()
 def encode_bounded(model: torch.nn.Module, inp: torch.Tensor, max_mem_mb: float = DEFAULT_MAX_MEM_MB,
-                   amp: Optional[str] = None) -> torch.Tensor:
-    """model.encode(inp), on overlapping tiles when the encoder's activations exceed max_mem_mb."""
+                   amp: Optional[str] = None) -> Any:
+    """model.encode(inp), its encoder on overlapping tiles when the activations exceed max_mem_mb."""
     with autocast(inp.device, amp):
         plan = encoder_tile(model, inp, max_mem_mb, amp)
         if plan is None:
             return model.encode(inp)
         tile, halo = plan
-        return encode_tiled(model.encode, inp, tile, halo)
+        return model.prepare(encode_tiled(model.features, inp, tile, halo), inp)
+
+
+def _require_pointwise(model: torch.nn.Module) -> None:
+    if not getattr(model, 'pointwise', True):
+        raise UserError(f"{type(model).__name__}'s outputs depend on the whole output grid, not on each query "
+                        "alone: query it through upscale / iter_upscale_bands, not on a list of points")
 
 
 @torch.inference_mode()
 def batched_predict(model: torch.nn.Module, inp: torch.Tensor, coord: torch.Tensor, cell: torch.Tensor,
                     bsize: Optional[int] = None, max_mem_mb: float = DEFAULT_MAX_MEM_MB,
                     amp: Optional[str] = None) -> torch.Tensor:
-    """model(inp, coord, cell) with the queries in chunks of `bsize` (default: sized from max_mem_mb): (N, Q, 3)."""
+    """model(inp, coord, cell) with the queries in chunks of `bsize` (default: sized from max_mem_mb): (N, Q, 3).
+
+    Pointwise models only (the chunks would change a model whose queries interact, e.g. SRNO).
+    """
+    _require_pointwise(model)
     feat = encode_bounded(model, inp, max_mem_mb, amp)
     bsize = bsize or _queries_per_call(model, max_mem_mb) // inp.shape[0]
     out = None
@@ -101,23 +116,57 @@ def batched_predict(model: torch.nn.Module, inp: torch.Tensor, coord: torch.Tens
     return out
 
 
+@dataclass(frozen=True)
+class OutputGrid:
+    """The H x W output pixels of an upscale in the model input's [-1, 1] coordinates, and their query cell.
+
+    Without window padding these are make_coord((H, W)) and cell (2/H, 2/W). With it the model sees
+    the padded input and the grid covers only the original image inside it (the authors' top-left crop).
+    """
+    rows: torch.Tensor
+    cols: torch.Tensor
+    cell: Tuple[float, float]
+
+
+def output_grid(in_hw: Sequence[int], size: Sequence[int], model_hw: Sequence[int], test_time: TestTime,
+                device: Optional[torch.device] = None) -> OutputGrid:
+    """OutputGrid of an H x W upscale of an h x w image that the model sees as model_hw (padded or not)."""
+    (h, w), (big_h, big_w), (mh, mw) = in_hw, size, model_hw
+    factor = test_time.cell_factor(max(big_h / h, big_w / w))
+    rows = coord_seq(big_h, device=device) if mh == h else coord_seq(big_h, -1.0, -1.0 + 2.0 * h / mh, device)
+    cols = coord_seq(big_w, device=device) if mw == w else coord_seq(big_w, -1.0, -1.0 + 2.0 * w / mw, device)
+    # as the authors form it: the fp32 pixel size, then the enlargement
+    cell = tuple(float(torch.tensor(2.0 * n / (big * m)) * factor) for n, big, m in ((h, big_h, mh), (w, big_w, mw)))
+    return OutputGrid(rows, cols, cell)
+
+
 @torch.inference_mode()
 def iter_upscale_bands(model: torch.nn.Module, inp: torch.Tensor, size: Sequence[int],
                        bsize: Optional[int] = None, max_mem_mb: float = DEFAULT_MAX_MEM_MB,
-                       amp: Optional[str] = None) -> Iterator[Tuple[int, torch.Tensor]]:
+                       amp: Optional[str] = None, test_time: TestTime = NO_TEST_TIME
+                       ) -> Iterator[Tuple[int, torch.Tensor]]:
     """Yield (row0, band (N, 3, rows, W)) covering the H x W output top to bottom, normalised space.
 
     Only one band is alive at a time, so callers can write huge outputs into a uint8 buffer.
+    test_time: the cell enlargement and window padding to apply (default none; model.test_time()
+    is what the method's authors use).
     """
     h, w = size
     n = inp.shape[0]
-    feat = encode_bounded(model, inp, max_mem_mb, amp)
+    model_inp = mirror_pad(inp, test_time.window) if test_time.window else inp
+    grid = output_grid(inp.shape[-2:], size, model_inp.shape[-2:], test_time, inp.device)
+    feat = encode_bounded(model, model_inp, max_mem_mb, amp)
     rows = max(1, (bsize or _queries_per_call(model, max_mem_mb) // n) // w)
-    row_c, col_c = coord_seq(h, device=inp.device), coord_seq(w, device=inp.device)
+    if not getattr(model, 'pointwise', True):
+        cell = torch.tensor(grid.cell, device=inp.device).expand(n, 2)
+        with autocast(inp.device, amp):
+            for r0, band in model.query_grid_bands(feat, grid.rows, grid.cols, cell, rows):
+                yield r0, band.float()
+        return
     for r0 in range(0, h, rows):
         r1 = min(h, r0 + rows)
-        coord = torch.stack(torch.meshgrid(row_c[r0:r1], col_c, indexing='ij'), dim=-1).view(-1, 2)
-        cell = make_cell(coord, (h, w))
+        coord = torch.stack(torch.meshgrid(grid.rows[r0:r1], grid.cols, indexing='ij'), dim=-1).view(-1, 2)
+        cell = torch.tensor(grid.cell, device=inp.device).expand_as(coord)
         with autocast(inp.device, amp):
             pred = model.query(feat, coord.expand(n, -1, -1), cell.expand(n, -1, -1),
                                table_mb=_table_mb(max_mem_mb)).float()
@@ -126,10 +175,11 @@ def iter_upscale_bands(model: torch.nn.Module, inp: torch.Tensor, size: Sequence
 
 @torch.inference_mode()
 def upscale(model: torch.nn.Module, inp: torch.Tensor, size: Sequence[int], bsize: Optional[int] = None,
-            max_mem_mb: float = DEFAULT_MAX_MEM_MB, amp: Optional[str] = None) -> torch.Tensor:
+            max_mem_mb: float = DEFAULT_MAX_MEM_MB, amp: Optional[str] = None,
+            test_time: TestTime = NO_TEST_TIME) -> torch.Tensor:
     """Query the full H x W pixel grid of inp (N, 3, h, w), normalised space in and out: (N, 3, H, W)."""
     out = None
-    for r0, band in iter_upscale_bands(model, inp, size, bsize, max_mem_mb, amp):
+    for r0, band in iter_upscale_bands(model, inp, size, bsize, max_mem_mb, amp, test_time):
         if out is None:
             out = band.new_empty(band.shape[0], band.shape[1], size[0], size[1])
         out[:, :, r0:r0 + band.shape[2]] = band
@@ -140,7 +190,7 @@ def upscale(model: torch.nn.Module, inp: torch.Tensor, size: Sequence[int], bsiz
 def upscale_to_uint8(model: torch.nn.Module, inp: torch.Tensor, size: Sequence[int],
                      out: Optional[np.ndarray] = None, bsize: Optional[int] = None,
                      max_mem_mb: float = DEFAULT_MAX_MEM_MB, amp: Optional[str] = None,
-                     norm: DataNorm = DEMO) -> np.ndarray:
+                     norm: DataNorm = DEMO, test_time: TestTime = NO_TEST_TIME) -> np.ndarray:
     """The H x W upscale of one image inp ((1, 3, h, w) or (3, h, w), normalised) as uint8 RGB (H, W, 3).
 
     Written band by band into `out` (allocated if None): no float copy of the whole output exists.
@@ -156,8 +206,26 @@ def upscale_to_uint8(model: torch.nn.Module, inp: torch.Tensor, size: Sequence[i
         out = np.empty((h, w, 3), dtype=np.uint8)
     elif out.shape != (h, w, 3) or out.dtype != np.uint8:
         raise ValueError(f"out must be a uint8 array of shape {(h, w, 3)}, not {out.dtype} {out.shape}")
-    for r0, band in iter_upscale_bands(model, inp, size, bsize, max_mem_mb, amp):
+    for r0, band in iter_upscale_bands(model, inp, size, bsize, max_mem_mb, amp, test_time):
         rgb = float_to_u8(norm.output(band[0].permute(1, 2, 0)))
         out[r0:r0 + rgb.shape[0]] = rgb.cpu().numpy()
     return out
 
+
+
+def recommended_test_time(model: torch.nn.Module) -> TestTime:
+    """The test-time options the model's authors evaluate it with (none for a model that states none)."""
+    stated = getattr(model, 'test_time', None)
+    return stated() if callable(stated) else NO_TEST_TIME
+
+
+def choose_test_time(model: torch.nn.Module, *overrides: Mapping[str, Any]) -> TestTime:
+    """The model's recommended test-time options, overridden in turn by each mapping's cell_max_scale / window.
+
+    Missing keys and None values leave the option as it is; 'none' switches it off (config keys,
+    then command-line flags).
+    """
+    chosen = recommended_test_time(model)
+    for values in overrides:
+        chosen = merge(chosen, values.get('cell_max_scale'), values.get('window'))
+    return chosen

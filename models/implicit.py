@@ -1,10 +1,19 @@
-"""What LIIF and MetaSR share: an encoder whose feature map is queried at any coordinate."""
-from typing import Optional
+"""What every arbitrary-scale model shares: an encoder whose feature map is queried at any coordinate.
+
+The interface inference/, evaluation/ and training/ use (every registered SR model implements it):
+features(inp) -> the encoder's feature map (tileable); prepare(feat, inp) -> the query state built once
+per image; encode(inp) = prepare(features(inp), inp); query(state, coord, cell) -> RGB at points for
+pointwise models, query_grid_bands(...) for models whose outputs depend on the whole grid (SRNO);
+test_time() -> the options the authors evaluate the model with; query_layout -> the layout of the
+authors' forward ('points' or 'grid').
+"""
+from typing import Any, Iterator, Optional, Tuple
 
 import torch
 from torch import nn
 
 from models import fast_query
+from utils.testtime import TestTime
 
 
 def encoder_input(inp: torch.Tensor, channels_last: bool) -> torch.Tensor:
@@ -27,14 +36,36 @@ class ImplicitSR(nn.Module):
 
     query_mode = 'fast'
     channels_last = True
+    # the authors' forward: 'points' coord (N, Q, 2), cell (N, Q, 2) -> (N, Q, 3);
+    # 'grid' coord (N, H, W, 2), cell (N, 2) -> (N, 3, H, W)
+    query_layout = 'points'
+    # each output depends only on its own query; False: query_grid_bands renders the whole grid
+    pointwise = True
 
     def __init__(self):
         super().__init__()
         self.feat: Optional[torch.Tensor] = None
 
-    def encode(self, inp: torch.Tensor) -> torch.Tensor:
-        """The feature map (N, C, h, w) of inp (N, 3, h, w)."""
+    def features(self, inp: torch.Tensor) -> torch.Tensor:
+        """The encoder's feature map (N, C, h, w) of inp (N, 3, h, w); tiles of it are exact (models/tiling.py)."""
         return self.encoder(encoder_input(inp, self.channels_last))
+
+    def prepare(self, feat: torch.Tensor, inp: torch.Tensor) -> Any:
+        """The query state of one image from its feature map (and input); here the feature map itself."""
+        return feat
+
+    def encode(self, inp: torch.Tensor) -> Any:
+        """The query state of inp (N, 3, h, w): prepare(features(inp), inp); stores nothing."""
+        return self.prepare(self.features(inp), inp)
+
+    def test_time(self) -> TestTime:
+        """The test-time options the method's authors evaluate it with (none for LIIF and MetaSR)."""
+        return TestTime()
+
+    def query_grid_bands(self, state: Any, rows: torch.Tensor, cols: torch.Tensor, cell: torch.Tensor,
+                         band_rows: int) -> Iterator[Tuple[int, torch.Tensor]]:
+        """Non-pointwise models: (row0, band (N, 3, r, W)) of the grid rows (H,) x cols (W,), cell (N, 2)."""
+        raise NotImplementedError(f"{type(self).__name__} is pointwise: use query")
 
     def query(self, feat: torch.Tensor, coord: torch.Tensor, cell: Optional[torch.Tensor] = None,
               table_mb: float = fast_query.DEFAULT_TABLE_MB) -> torch.Tensor:

@@ -13,6 +13,11 @@ def list_models() -> List[str]:
     return MODELS.names()
 
 
+def model_factory(name: str):
+    """The class or function registered as model `name`."""
+    return MODELS.factory(name)
+
+
 def make(spec: Dict[str, Any], args: Optional[Dict[str, Any]] = None, load_sd: bool = False):
     """Build the model `spec['name']` with `spec['args']` updated by `args`; load `spec['sd']` if asked."""
     model = MODELS.build(spec, args)

@@ -21,8 +21,10 @@ from utils.errors import UserError  # noqa: E402
 from evaluation.protocol import (apply_root_overrides, bicubic_predictor, evaluate,  # noqa: E402
                                  liif_predictor, make_test_loader, parse_eval_type, parse_root_override)
 from evaluation.gallery import GalleryWriter, dataset_names  # noqa: E402
+from inference.bounded import choose_test_time  # noqa: E402
 from inference.loading import load_sr, select_device  # noqa: E402
 from utils.norm import DataNorm  # noqa: E402
+from utils import testtime  # noqa: E402
 from utils.test_configs import (BENCHMARK_SCALES, BENCHMARK_SETS, DATA_NORM, DIV2K_SCALES,  # noqa: E402
                                 PAIRED_SCALES, RESIZE_METHODS, paper_test_config)
 
@@ -63,6 +65,7 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     p.add_argument('--precision', default='fp32', metavar='{fp32,bf16,fp16,auto}',
                    help="arithmetic of the model (default fp32, the paper's numbers); auto: bf16 on CUDA or a CPU "
                         "with native bf16 matmuls")
+    testtime.add_arguments(p)
     p.add_argument('--trust-checkpoint', action='store_true',
                    help="load a checkpoint holding arbitrary Python objects (unpickling it can run any code)")
     return p.parse_args(argv)
@@ -162,8 +165,12 @@ def main(argv: Optional[List[str]] = None) -> None:
         loaded = load_sr(args.model, device, DataNorm.from_mapping(DATA_NORM), "the test configs' data_norm",
                          trusted=args.trust_checkpoint)
         predict = None
+        test_time = choose_test_time(loaded.model, testtime.flag_values(args))
         method = f"`{os.path.basename(args.model)}`" + (f" in {precision.name}" if precision.amp else '')
+        if test_time != testtime.NONE:
+            method += f" ({test_time.describe()})"
         log.info("precision %s (%s)", precision.name, precision.reason)
+        log.info("test-time options: %s", test_time.describe())
 
     # the gallery publishes its files and index.html only once every evaluation has succeeded
     gallery = GalleryWriter(args.gallery, f"{method.strip('`')}: {args.suite}") if args.gallery else None
@@ -172,7 +179,7 @@ def main(argv: Optional[List[str]] = None) -> None:
         for name, s, cfg, protocol, loader in jobs:
             if not args.bicubic:
                 predict = liif_predictor(loaded.model, loaded.norm, args.eval_bsize or cfg['eval_bsize'],
-                                         precision.amp)
+                                         precision.amp, test_time)
             lr = 'matlab' if s in PAIRED_SCALES else args.resize
             if gallery:
                 gallery.section(f"{name} x{s}", protocol, dataset_names(loader.dataset), note=f"LR: {lr} bicubic")

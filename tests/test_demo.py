@@ -344,3 +344,30 @@ def test_precision_refusals_are_one_line(files, extra, message):
                       '--output', files['dir'] / 'o.png', '--gpu', 'cpu', *extra)
     assert proc.returncode == 2 and error_lines(proc) == [message]
     assert not (files['dir'] / 'o.png').exists()
+
+
+def test_test_time_flags_apply_the_authors_cell_enlargement(files):
+    out = files['dir'] / 'x8.png'
+    rgb = np.asarray(Image.open(files['dir'] / 'rgb.png'))
+    demo.main(['--input', str(files['dir'] / 'rgb.png'), '--model', files['model'], '--scale', '8',
+               '--cell-max-scale', '4', '--output', str(out)])
+    model = load_sr_model(files['model'], torch.device('cpu'))
+    inp = (torch.from_numpy(rgb.copy()).permute(2, 0, 1).float().unsqueeze(0) / 255 - 0.5) / 0.5
+    coord = make_coord((240, 320)).unsqueeze(0)
+    with torch.no_grad():
+        pred = model(inp, coord, make_cell(coord, (240, 320)) * 2)  # max(8 / 4, 1)
+    ref = (pred * 0.5 + 0.5).clamp(0, 1).mul(255).round().view(240, 320, 3).numpy().astype(np.uint8)
+    diff = np.abs(np.asarray(Image.open(out)).astype(int) - ref)
+    assert diff.max() <= 1 and diff.mean() < 0.01
+
+
+@pytest.mark.parametrize('args, message', [
+    (['--cell-max-scale', 'big'], "cell_max_scale must be a number or 'none'"),
+    (['--window', '64'], 'window padding 64 needs an input of at least 64 x 64 px'),
+])
+def test_bad_test_time_flags_are_one_line_errors(files, args, message):
+    out = files['dir'] / 'bad.png'
+    with pytest.raises(UserError, match=message):
+        demo.main(['--input', str(files['dir'] / 'rgb.png'), '--model', files['model'], '--scale', '2',
+                   *args, '--output', str(out)])
+    assert not out.exists()

@@ -8,11 +8,12 @@ from models.fast_query import query_mode
 from models.tiling import encode_tiled, receptive_radius
 from utils.coord import make_cell, make_coord
 from utils.image import float_to_u8
-from inference.bounded import (batched_predict, encode_bounded, encoder_tile, iter_upscale_bands, upscale,
-                              upscale_to_uint8)
+from inference.bounded import (batched_predict, choose_test_time, encode_bounded, encoder_tile,
+                               iter_upscale_bands, recommended_test_time, upscale, upscale_to_uint8)
 from tests.conftest import shared_path
 from tests.helpers import PER_CHANNEL_NORM, manual_upscale
 from utils.norm import DataNorm
+from utils.testtime import TestTime
 
 TINY_EDSR = {'name': 'edsr-baseline', 'args': {'n_resblocks': 2, 'n_feats': 8, 'no_upsampling': True}}
 TINY_RDN = {'name': 'rdn', 'args': {'G0': 4, 'RDNconfig': 'tiny', 'no_upsampling': True}}
@@ -163,3 +164,44 @@ def test_upscale_to_uint8_uses_the_models_norm():
     assert np.abs(u8.astype(int) - ref).max() <= 1
     # de-normalising with 0.5 / 0.5 (the old hard-coded step) is far off
     assert np.abs(upscale_to_uint8(model, inp, (23, 17)).astype(int) - ref).mean() > 10
+
+
+# test-time options (utils/testtime.py), as the authors' LTE test.py / demo.py apply them
+
+def test_cell_enlargement_beyond_the_limit_is_the_authors_cell_times_the_factor():
+    model = tiny()
+    inp = torch.rand(1, 3, 6, 5) * 2 - 1
+    size = (48, 40)  # x8
+    coord, cell = grid(1, size)
+    with torch.no_grad():
+        want = model(inp, coord, cell * 2).view(1, 48, 40, 3).permute(0, 3, 1, 2)
+        plain = model(inp, coord, cell).view(1, 48, 40, 3).permute(0, 3, 1, 2)
+    got = upscale(model, inp, size, test_time=TestTime(cell_max_scale=4))
+    assert (got - want).abs().max() <= 1e-6
+    assert (got - plain).abs().max() > 1e-3  # the option changes the output at all
+    # within the training range it changes nothing
+    x3 = upscale(model, inp, (18, 15), test_time=TestTime(cell_max_scale=4))
+    assert torch.equal(x3, upscale(model, inp, (18, 15)))
+
+
+@pytest.mark.parametrize('scale', [2, 6])
+def test_window_padding_is_the_authors_pad_query_and_top_left_crop(scale):
+    model = tiny()
+    inp = torch.rand(1, 3, 12, 10) * 2 - 1
+    padded = torch.from_numpy(np.pad(inp.numpy(), ((0, 0), (0, 0), (0, 4), (0, 6)), mode='symmetric'))
+    big = (scale * 16, scale * 16)
+    coord = make_coord(big).unsqueeze(0)
+    cell = torch.full_like(coord, 2 / 16 / scale) * max(scale / 4, 1)
+    with torch.no_grad():
+        want = model(padded, coord, cell).view(1, *big, 3).permute(0, 3, 1, 2)[:, :, :12 * scale, :10 * scale]
+    got = upscale(model, inp, (12 * scale, 10 * scale), bsize=500, test_time=TestTime(4, 8))
+    assert got.shape == want.shape
+    assert (got - want).abs().max() <= 1e-5
+
+
+def test_models_recommend_their_authors_options_and_overrides_apply_in_order():
+    model = tiny()
+    assert recommended_test_time(model) == TestTime()
+    assert choose_test_time(model, {'cell_max_scale': 4}, {'window': '8'}) == TestTime(4.0, 8)
+    assert choose_test_time(model, {'cell_max_scale': 4}, {'cell_max_scale': 'none'}) == TestTime()
+    assert choose_test_time(object(), {}) == TestTime()

@@ -1,3 +1,6 @@
+import os
+import subprocess
+import sys
 import json
 
 import pytest
@@ -201,3 +204,16 @@ def test_every_registered_model_runs_forward_and_backward(name):
     loss, inp = _run_registered(name)
     loss.backward()
     assert inp.grad is not None and torch.isfinite(inp.grad).all() and inp.grad.abs().sum() > 0
+
+
+def test_python_m_models_lists_every_model_with_its_parameters():
+    proc = subprocess.run([sys.executable, '-m', 'models'], capture_output=True, text=True, timeout=120,
+                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert proc.returncode == 0, proc.stderr
+    heads = [line.split()[0] for line in proc.stdout.splitlines() if line and not line.startswith(' ')]
+    assert heads == models.list_models()
+    assert '    encoder_spec (required)' in proc.stdout and '    hidden_list (required)' in proc.stdout
+    assert 'liif  (SR model, query layout points)' in proc.stdout
+    bad = subprocess.run([sys.executable, '-m', 'models', 'nope'], capture_output=True, text=True, timeout=120,
+                         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert bad.returncode == 2 and bad.stderr.startswith("error: unknown model 'nope'")

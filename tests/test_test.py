@@ -12,6 +12,7 @@ from tests.helpers import (ENCODER_ONLY, FIRST_VALUE_NORM, PER_CHANNEL_NORM, ROO
                            error_lines, load_script, manual_upscale, np_psnr, one_thread, run_script, save_model,
                            write_small_pairs)
 from utils.errors import UserError
+from utils.testtime import TestTime
 from utils.image import read_rgb_u8, u8_to_float
 from evaluation.protocol import bicubic_predictor, evaluate, liif_predictor, make_test_loader, parse_eval_type
 from inference.loading import load_sr_model
@@ -137,7 +138,7 @@ def test_precision_is_fp32_unless_asked(tmp_path, monkeypatch, argv, amp):
     script = load_script('test.py')
     seen = []
 
-    def predictor(model, norm, bsize, amp=None):
+    def predictor(model, norm, bsize, amp=None, test_time=None):
         seen.append(amp)
         raise _Stop
 
@@ -147,6 +148,33 @@ def test_precision_is_fp32_unless_asked(tmp_path, monkeypatch, argv, amp):
         script.main(['--config', os.path.join(ROOT, 'configs', 'test', 'test-set5-2.yaml'),
                      '--model', save_model(tmp_path / 'tiny.pth', TINY_LIIF), '--gpu', 'cpu'] + argv)
     assert seen == [amp]
+
+
+@pytest.mark.parametrize('cfg_keys,argv,want', [
+    ({}, [], TestTime()),  # LIIF: the authors use none
+    ({'cell_max_scale': 4, 'window': 8}, [], TestTime(4.0, 8)),
+    ({'cell_max_scale': 4}, ['--cell-max-scale', 'none', '--window', '8'], TestTime(None, 8)),
+    ({}, ['--cell-max-scale', '6'], TestTime(6.0, None)),
+])
+def test_test_time_options_come_from_model_config_then_flags(tmp_path, monkeypatch, cfg_keys, argv, want):
+    script = load_script('test.py')
+    seen = []
+
+    def predictor(model, norm, bsize, amp=None, test_time=None):
+        seen.append(test_time)
+        raise _Stop
+
+    with open(os.path.join(ROOT, 'configs', 'test', 'test-set5-2.yaml')) as f:
+        cfg = yaml.safe_load(f)
+    cfg.update(cfg_keys)
+    config = tmp_path / 'cfg.yaml'
+    config.write_text(yaml.safe_dump(cfg))
+    monkeypatch.setattr(script, 'make_test_loader', lambda *a, **k: types.SimpleNamespace(dataset=[]))
+    monkeypatch.setattr(script, 'liif_predictor', predictor)
+    with pytest.raises(_Stop):
+        script.main(['--config', str(config), '--model', save_model(tmp_path / 'tiny.pth', TINY_LIIF),
+                     '--gpu', 'cpu'] + argv)
+    assert seen == [want]
 
 
 def test_precision_fp16_on_the_cpu_is_refused(tmp_path):

@@ -33,6 +33,10 @@ class Registry:
         """Sorted registered names."""
         return sorted(self._factories)
 
+    def factory(self, name: str) -> Callable[..., Any]:
+        """The class or function registered as `name` (KeyError if none)."""
+        return self._factories[name]
+
     def check(self, spec: Dict[str, Any], args: Optional[Dict[str, Any]] = None,
               partial: bool = False) -> Dict[str, Any]:
         """Validate spec (known name, arguments that fit) without building; return the merged arguments.

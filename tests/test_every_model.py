@@ -1,0 +1,134 @@
+"""Every registered model through the one interface: build, forward, backward, checkpoint, bounded upscale.
+
+A model registered without an entry here fails test_every_registered_model_has_a_tiny_spec, so a
+new model cannot skip these checks.
+"""
+import pytest
+import torch
+
+import models
+from inference.bounded import encoder_tile, recommended_test_time, upscale
+from inference.loading import load_sr_model
+from models.implicit import ImplicitSR
+from utils.checkpoint import save_checkpoint
+from utils.coord import make_cell, make_coord
+
+EDSR = {'name': 'edsr-baseline', 'args': {'n_resblocks': 1, 'n_feats': 8, 'no_upsampling': True}}
+MLP = {'name': 'mlp', 'args': {'out_dim': 3, 'hidden_list': [16, 16]}}
+
+# modules that are not queried at coordinates (encoders, MLPs): their args and input shape
+MODULES = {
+    'edsr-baseline': ({'n_resblocks': 1, 'n_feats': 8, 'no_upsampling': True}, (1, 3, 6, 5)),
+    'edsr': ({'n_resblocks': 1, 'n_feats': 8, 'scale': 2}, (1, 3, 6, 5)),
+    'rdn': ({'G0': 4, 'RDNconfig': 'A', 'no_upsampling': True}, (1, 3, 6, 5)),
+    'rcan': ({'n_resgroups': 1, 'n_resblocks': 1, 'n_feats': 8, 'reduction': 4, 'no_upsampling': True},
+             (1, 3, 6, 5)),
+    'mlp': ({'in_dim': 4, 'out_dim': 3, 'hidden_list': [8]}, (7, 4)),
+}
+# SR models: tiny args
+SR_MODELS = {
+    'liif': {'encoder_spec': EDSR, 'imnet_spec': MLP},
+    'metasr': {'encoder_spec': EDSR},
+}
+
+
+def build(name):
+    torch.manual_seed(0)
+    return models.make({'name': name, 'args': SR_MODELS[name]})
+
+
+def authors_call(model, inp, size, cell_factor=1.0):
+    """model(inp, coord, cell) in the model's own query layout on the whole H x W grid: (N, 3, H, W)."""
+    n = inp.shape[0]
+    if model.query_layout == 'grid':
+        coord = make_coord(size, flatten=False).expand(n, *size, 2)
+        cell = torch.tensor([2 / size[0], 2 / size[1]]).expand(n, 2) * cell_factor
+        return model(inp, coord, cell)
+    coord = make_coord(size).expand(n, -1, -1)
+    out = model(inp, coord, make_cell(coord, size) * cell_factor)
+    return out.view(n, *size, 3).permute(0, 3, 1, 2)
+
+
+def test_every_registered_model_has_a_tiny_spec():
+    assert set(models.list_models()) == set(MODULES) | set(SR_MODELS)
+    for name in SR_MODELS:
+        assert issubclass(models.model_factory(name), ImplicitSR), name
+
+
+@pytest.mark.parametrize('name', sorted(MODULES))
+def test_module_forward_backward_and_state_dict_round_trip(name):
+    args, shape = MODULES[name]
+    torch.manual_seed(0)
+    m = models.make({'name': name, 'args': args})
+    x = torch.rand(shape)
+    out = m(x)
+    out.square().mean().backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in m.parameters())
+    copy = models.make({'name': name, 'args': args, 'sd': m.state_dict()}, load_sd=True)
+    with torch.no_grad():
+        assert torch.equal(copy(x), m(x))
+
+
+@pytest.mark.parametrize('name', sorted(SR_MODELS))
+def test_forward_in_the_authors_layout_and_backward(name):
+    model = build(name).train()
+    inp = torch.rand(2, 3, 6, 5) * 2 - 1
+    out = authors_call(model, inp, (9, 11))
+    assert out.shape == (2, 3, 9, 11) and torch.isfinite(out).all()
+    out.abs().mean().backward()
+    head = [p for n, p in model.named_parameters() if not n.startswith('encoder.')]
+    enc = [p for n, p in model.named_parameters() if n.startswith('encoder.')]
+    assert head and all(p.grad is not None for p in head), "every head parameter gets a gradient"
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in enc), "gradients reach the encoder"
+
+
+@pytest.mark.parametrize('name', sorted(SR_MODELS))
+def test_checkpoint_round_trip_gives_the_same_outputs(name, tmp_path):
+    model = build(name).eval()
+    path = tmp_path / f'{name}.pth'
+    save_checkpoint(path, {'name': name, 'args': SR_MODELS[name], 'sd': model.state_dict()})
+    loaded = load_sr_model(str(path), torch.device('cpu'))
+    inp = torch.rand(1, 3, 6, 5) * 2 - 1
+    with torch.no_grad():
+        assert torch.equal(authors_call(loaded, inp, (12, 10)), authors_call(model, inp, (12, 10)))
+
+
+@pytest.mark.parametrize('name', sorted(SR_MODELS))
+def test_bounded_upscale_equals_one_full_forward(name):
+    model = build(name).eval()
+    inp = torch.rand(2, 3, 6, 5) * 2 - 1
+    size = (15, 13)  # x2.5, not integer
+    with torch.no_grad():
+        whole = authors_call(model, inp, size)
+    for bsize in (13 * 4, 13 * 7 + 5, None):  # bands of 4 and 7 rows, and the default
+        got = upscale(model, inp, size, bsize=bsize)
+        assert (got - whole).abs().max() <= 1e-5, bsize
+
+
+@pytest.mark.parametrize('name', sorted(SR_MODELS))
+def test_recommended_test_time_options_are_what_bounded_upscale_applies(name):
+    model = build(name).eval()
+    tt = recommended_test_time(model)
+    inp = torch.rand(1, 3, 6, 6) * 2 - 1
+    size = (48, 48)  # x8: beyond a cell limit of 4
+    assert not tt.window  # the tiny specs use EDSR encoders; window padding is pinned in test_inference_bounded
+    with torch.no_grad():
+        want = authors_call(model, inp, size, tt.cell_factor(8))
+    assert (upscale(model, inp, size, bsize=48 * 10, test_time=tt) - want).abs().max() <= 1e-5
+
+
+@pytest.mark.parametrize('name', sorted(SR_MODELS))
+def test_tiled_encoder_and_bf16_autocast_work_as_for_liif(name):
+    model = build(name).eval()
+    inp = torch.rand(1, 3, 40, 36) * 2 - 1
+    size = (60, 54)
+    with torch.no_grad():
+        whole = authors_call(model, inp, size)
+    assert encoder_tile(model, inp, 0.05) is not None, "a tiny budget tiles the encoder"
+    tiled = upscale(model, inp, size, max_mem_mb=0.05)
+    assert (tiled - whole).abs().max() <= 1e-5
+    low = upscale(model, inp, size, amp='bf16')
+    assert low.dtype == torch.float32
+    # bf16 keeps ~3 significant digits: errors of a few 1e-3 on outputs of magnitude ~1, not more
+    err = (low - whole).abs().max().item()
+    assert 0 < err <= 0.05, err
