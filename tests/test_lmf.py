@@ -92,6 +92,26 @@ def test_authors_forward_modulates_latent_pixel_k_with_query_cell_k(name):
     assert changed.nonzero().flatten().tolist() == [hw + 5]
 
 
+@pytest.mark.parametrize('name', NAMES)
+def test_authors_forward_cell_k_reaches_exactly_the_queries_around_latent_pixel_k(name):
+    model, vectors = _load(name)
+    case = vectors['cases']['30x41']
+    h, w = vectors['feat'].shape[-2:]
+    i, j = 5, 7
+    k = i * w + j
+    cell = case['cell'].clone()
+    cell[:, k] *= 3
+    with torch.no_grad():
+        out = model(vectors['input'], case['coord'], cell)
+    changed = (out - case['output']).abs().amax(dim=-1)[0] > 1e-7
+    changed[k] = False  # query k's own render also sees its cell
+    centre = torch.tensor([-1 + (2 * i + 1) / h, -1 + (2 * j + 1) / w])
+    dist = ((case['coord'][0] - centre) * torch.tensor([h, w]) / 2).abs()  # in latent pixels
+    inside = (dist < 0.5).all(dim=-1)
+    assert inside.sum() >= 4 and changed[inside].all()  # queries in the pixel read it at one corner at least
+    assert not changed[(dist >= 1).any(dim=-1)].any()  # and no corner reaches it from a pixel away
+
+
 # ---- the framework's path: encode once, then query any queries -----------------------------------
 
 @pytest.mark.parametrize('name', NAMES)
