@@ -17,6 +17,7 @@ Two ways to call a model, both exact (LMF.md):
   and corner. For equal cells this is exactly the authors' result, with no h*w condition.
 The authors' cached centre grid (which breaks a later call of another batch size) is not
 reproduced: nothing is kept on the module between calls. CMSR (cmsr_spec) is not implemented.
+ImplicitSR's query_mode switch has no effect here (there is one query path).
 """
 import math
 from dataclasses import dataclass
@@ -149,6 +150,8 @@ class LatentModulated(ImplicitSR):
         """
         if self.cell_decode and cell is None:
             raise ValueError(f"{type(self).__name__.lower()} with cell_decode needs the query cells")
+        if coord.shape[1] == 0:
+            return coord.new_empty(coord.shape[0], 0, self.imnet.out_dim)
         uniform = not self.cell_decode or bool((cell == cell[:, :1]).all())
         if not uniform:
             return self._render(state, None, None, coord, cell)

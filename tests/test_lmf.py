@@ -13,6 +13,7 @@ from tests.conftest import ROOT, shared_path
 from tests.helpers import max_scaled_error, one_thread  # noqa: F401  (fixture)
 from utils.checkpoint import load_checkpoint
 from utils.errors import UserError
+from utils.coord import make_coord
 from utils.testtime import TestTime
 
 PARITY = ('reference', 'lmf-parity')
@@ -20,10 +21,8 @@ NAMES = ['lmliif-edsr-baseline', 'lmlte-edsr-baseline']
 CASES = {'24x24', '30x41', 'x8-cellclip'}
 TOL = 1e-5  # max |got - want| / max(1, |want|)
 
-
-@pytest.fixture(autouse=True)
-def _one_thread(one_thread):
-    """Small ops on a small shared CPU: one intra-op thread (tests/helpers.py)."""
+# small ops on a small shared CPU: one intra-op thread (tests/helpers.py)
+pytestmark = pytest.mark.usefixtures('one_thread')
 
 
 def _load(name):
@@ -52,6 +51,14 @@ def test_authors_forward_meets_the_vectors(name):
                     assert out.shape == case['output'].shape
                     assert max_scaled_error(out, case['output']) <= TOL, (key, channels_last)
     assert model(vectors['input']) is None  # the authors' encoder-only call
+    case = vectors['cases']['24x24']
+    h, w = vectors['feat'].shape[-2:]
+    centres = make_coord((h, w), flatten=False).unsqueeze(0)
+    with torch.no_grad():  # inp_coord: the latent centres the offsets are measured from
+        assert torch.equal(model(vectors['input'], case['coord'], case['cell'], inp_coord=centres),
+                           model(vectors['input'], case['coord'], case['cell']))
+        moved = model(vectors['input'], case['coord'], case['cell'], inp_coord=centres + 0.05)
+    assert (moved - case['output']).abs().max() > 1e-3
 
 
 @pytest.mark.parametrize('name', NAMES)
@@ -213,6 +220,8 @@ def test_query_on_a_batch_with_a_cell_per_image_and_fewer_than_hw_queries(name):
     assert torch.allclose(out[2:], alone, atol=1e-6, rtol=0)
     assert (out[2:] - out[:1]).abs().max() > 1e-2
     assert vars(model).keys() == before.keys() and model.feat is None  # nothing kept between calls
+    with torch.no_grad():
+        assert model.query(model.encode(inp), coord[:1, :0], cell[:1, :0]).shape == (1, 0, 3)
 
 
 @pytest.mark.parametrize('name', NAMES)
