@@ -27,7 +27,10 @@ MODULES = {
     # no drop-path, so that two training-mode forwards agree; 6x5 is mirrored to 8x8 (window 4)
     'swinir': ({'embed_dim': 8, 'depths': [2], 'num_heads': [2], 'window_size': 4, 'img_size': 8,
                 'drop_path_rate': 0.0}, (1, 3, 6, 5)),
+    'lmmlp': ({'in_dim': 4, 'out_dim': 3, 'hidden_dim': 4, 'hidden_depth': 2}, (7, 4)),
 }
+LMMLP = {'name': 'lmmlp', 'args': {'out_dim': 3, 'hidden_dim': 4, 'hidden_depth': 2}}
+HYPERNET = {'name': 'mlp', 'args': {'out_dim': 1, 'hidden_list': [8]}}
 # SR models: tiny args
 SR_MODELS = {
     'liif': {'encoder_spec': EDSR, 'imnet_spec': MLP},
@@ -35,7 +38,12 @@ SR_MODELS = {
     'lte': {'encoder_spec': EDSR, 'imnet_spec': MLP, 'hidden_dim': 16},
     'lte-fast': {'encoder_spec': EDSR, 'num_layer': 2, 'hidden_dim': 16},
     'sronet': {'encoder_spec': EDSR, 'width': 16, 'blocks': 4},
+    'lmliif': {'encoder_spec': EDSR, 'imnet_spec': LMMLP, 'hypernet_spec': HYPERNET, 'mod_input': True},
+    'lmlte': {'encoder_spec': EDSR, 'imnet_spec': LMMLP, 'hypernet_spec': HYPERNET, 'hidden_dim': 8,
+              'mod_input': True},
 }
+# the authors' lmlte forward takes a batch only with exactly h*w queries (LMF.md, quirks): one image a call
+ONE_IMAGE_PER_CALL = {'lmlte'}
 
 
 def build(name):
@@ -46,6 +54,8 @@ def build(name):
 def authors_call(model, inp, size, cell_factor=1.0):
     """model(inp, coord, cell) in the model's own query layout on the whole H x W grid: (N, 3, H, W)."""
     n = inp.shape[0]
+    if n > 1 and type(model).__name__.lower() in ONE_IMAGE_PER_CALL:
+        return torch.cat([authors_call(model, inp[i:i + 1], size, cell_factor) for i in range(n)])
     if model.query_layout == 'grid':
         coord = make_coord(size, flatten=False).expand(n, *size, 2)
         cell = torch.tensor([2 / size[0], 2 / size[1]]).expand(n, 2) * cell_factor

@@ -185,6 +185,23 @@ def _run_registered(name):
         out = m(inp, coord, torch.tensor([[2 / 7, 2 / 9]] * 2))
         assert out.shape == (2, 3, 7, 9)
         return out.sum(), inp
+    if name == 'lmmlp':
+        m = models.make({'name': 'lmmlp', 'args': {'in_dim': 5, 'out_dim': 3, 'hidden_dim': 4, 'hidden_depth': 2}})
+        inp = torch.rand(2, 4, 5, requires_grad=True)
+        out = m(inp, torch.rand(2, 4, m.mod_dim))
+        assert out.shape == (2, 4, 3)
+        return out.sum(), inp
+    if name in ('lmliif', 'lmlte'):
+        lmmlp = {'name': 'lmmlp', 'args': {'out_dim': 3, 'hidden_dim': 4, 'hidden_depth': 2}}
+        hypernet = {'name': 'mlp', 'args': {'out_dim': 1, 'hidden_list': [8]}}
+        extra = {'hidden_dim': 8} if name == 'lmlte' else {}
+        m = models.make({'name': name, 'args': {'encoder_spec': TINY_EDSR, 'imnet_spec': lmmlp,
+                                                'hypernet_spec': hypernet, 'mod_input': True, **extra}})
+        inp = torch.rand(2, 3, 6, 5, requires_grad=True)
+        coord = torch.rand(2, 30, 2) * 2 - 1  # the authors' forward (train mode) takes h*w queries
+        out = m(inp, coord, torch.full_like(coord, 0.1))
+        assert out.shape == (2, 30, 3)
+        return out.sum(), inp
     args = {'encoder_spec': TINY_EDSR}
     if name != 'metasr':
         args['imnet_spec'] = MLP
