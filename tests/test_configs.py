@@ -9,13 +9,11 @@ import pytest
 import torch
 from PIL import Image
 
-import datasets
 import models
 from evaluation.protocol import make_test_loader, parse_eval_type
 from tests.conftest import ROOT
 from training.config import validate_config
 from utils.config import load_config
-from utils.errors import UserError
 
 NORM = {'inp': {'sub': [0.5], 'div': [0.5]}, 'gt': {'sub': [0.5], 'div': [0.5]}}
 MLP = {'name': 'mlp', 'args': {'out_dim': 3, 'hidden_list': [256, 256, 256, 256]}}
