@@ -156,7 +156,10 @@ class SRNO(ImplicitSR):
 
     def query(self, state: SRNOState, coord: torch.Tensor, cell: Optional[torch.Tensor] = None,
               table_mb: float = 0.0) -> torch.Tensor:
-        """One call over ALL queries coord (N, H, W, 2) with one cell (N, 2) per image: (N, 3, H, W)."""
+        """One call over ALL queries coord (N, H, W, 2) with one cell (N, 2) per image: (N, 3, H, W).
+
+        table_mb is unused (no per-code table); inference.bounded renders large grids through query_grid_bands.
+        """
         _check_grid_call(coord, cell)
         x = self.conv1(self.conv0(self.lift(state, coord, cell)))
         return self.emit(state, x, coord)
