@@ -280,3 +280,32 @@ def test_short_local_config_trains_through_train_liif(tmp_path):
     adam = load_checkpoint(run / 'epoch-last.pth')['optimizer']['sd']['state']
     assert len(adam) == sum(p.requires_grad for p in fresh.parameters())  # every weight but the frozen mean shift
     assert {int(s['step']) for s in adam.values()} == {4}  # 4 + 4 images in batches of 2
+
+
+def test_lte_fast_config_trains_in_the_grid_layout_through_train_liif(tmp_path):
+    """configs/train-div2k/train_edsr-baseline-lte-fast.yaml on T91 / Set5, shrunk to 2 steps: the grid
+    wrapper feeds lte-fast's own layout, every weight trains, validation runs, the checkpoint reloads."""
+    with open(os.path.join(ROOT, 'configs', 'train-div2k', 'train_edsr-baseline-lte-fast.yaml')) as f:
+        cfg = yaml.safe_load(f)
+    cfg['train_dataset']['dataset']['args'] = {'root_path': shared_path('train', 'T91'), 'first_k': 4,
+                                               'cache': 'in_memory'}
+    cfg['val_dataset']['dataset']['args'] = {'root_path': shared_path('benchmark', 'Set5', 'HR'), 'first_k': 2,
+                                             'cache': 'in_memory'}
+    cfg['model']['args']['encoder_spec']['args'].update(n_resblocks=2)
+    for section in ('train_dataset', 'val_dataset'):
+        cfg[section]['wrapper']['args'].update(inp_size=12)
+        cfg[section]['batch_size'] = 2
+    cfg.update(device='cpu', epoch_max=1, num_workers=0, multi_step_lr=None)
+    path = tmp_path / 'fast.yaml'
+    path.write_text(yaml.safe_dump(cfg))
+    torch.manual_seed(0)
+    assert train_liif.main(['--config', str(path), '--save-root', str(tmp_path / 'save')]) == 0
+    run = tmp_path / 'save' / 'fast'
+    records = [json.loads(line) for line in (run / 'metrics.jsonl').read_text().splitlines()]
+    assert len(records) == 1 and math.isfinite(records[0]['train_loss']) and math.isfinite(records[0]['val_psnr'])
+    model = load_model(run / 'epoch-last.pth')
+    assert model.query_layout == 'grid'
+    adam = load_checkpoint(run / 'epoch-last.pth')['optimizer']['sd']['state']
+    fresh = models.make(cfg['model'])
+    assert len(adam) == sum(p.requires_grad for p in fresh.parameters())
+    assert {int(s['step']) for s in adam.values()} == {2}  # 4 images in batches of 2
