@@ -161,8 +161,6 @@ def test_upscale_with_the_recommended_test_time_options_meets_the_vectors(name):
 
 @pytest.mark.parametrize('head', ['lmliif', 'lmlte'])
 def test_a_swinir_encoder_recommends_window_padding(head):
-    if 'swinir' not in models.list_models():
-        pytest.skip("encoder 'swinir' is not registered yet")
     spec = json.load(open(shared_path(*PARITY, 'state_dict_keys.json')))[f'swinir-{head}']['spec']
     with torch.device('meta'):
         model = models.make(spec)
@@ -241,6 +239,39 @@ def test_query_at_borders_outside_and_on_code_boundaries_matches_the_authors_for
     assert max_scaled_error(got, want) <= 1e-6
 
 
+@pytest.mark.parametrize('head', ['lmliif', 'lmlte'])
+def test_flags_off_give_the_single_nearest_code_without_cell_or_latent_code(head):
+    """local_ensemble, cell_decode, mod_input (and feat_unfold) off, written out by hand for one nearest pixel."""
+    encoder = {'name': 'edsr-baseline', 'args': {'n_resblocks': 1, 'n_feats': 6, 'no_upsampling': True}}
+    args = {'encoder_spec': encoder, 'local_ensemble': False, 'cell_decode': False, 'mod_input': False,
+            'imnet_spec': {'name': 'lmmlp', 'args': {'out_dim': 3, 'hidden_dim': 4, 'hidden_depth': 2}},
+            'hypernet_spec': {'name': 'mlp', 'args': {'out_dim': 1, 'hidden_list': [10]}}}
+    args.update({'feat_unfold': False} if head == 'lmliif' else {'hidden_dim': 8})
+    model = models.make({'name': head, 'args': args}).eval()
+    inp = torch.rand(1, 3, 5, 7) * 2 - 1
+    coord = torch.rand(1, 40, 2) * 2 - 1
+    with torch.no_grad():
+        feat = model.features(inp)
+        h, w = feat.shape[-2:]
+        i = ((coord[0, :, 0] + 1) * h / 2).floor().long().clamp(0, h - 1)
+        j = ((coord[0, :, 1] + 1) * w / 2).floor().long().clamp(0, w - 1)
+        centre = torch.stack([-1 + (2 * i + 1) / h, -1 + (2 * j + 1) / w], dim=-1)
+        rel = (coord[0] - centre) * torch.tensor([h, w])
+        if head == 'lmliif':
+            code = feat[0, :, i, j].T
+            want = model.imnet(torch.cat([code, rel], dim=-1), model.hypernet(code))
+        else:
+            amp, freq = model.coef(feat)[0, :, i, j].T, model.freq(feat)[0, :, i, j].T
+            g = freq[:, 0::2] + freq[:, 1::2]
+            mod = model.hypernet(amp * torch.cat([torch.cos(torch.pi * g), torch.sin(torch.pi * g)], dim=-1))
+            g = freq[:, 0::2] * rel[:, :1] + freq[:, 1::2] * rel[:, 1:]
+            skip = torch.nn.functional.grid_sample(inp, coord.flip(-1).unsqueeze(1), mode='bilinear',
+                                                   padding_mode='border', align_corners=False)[0, :, 0].T
+            want = model.imnet(amp * torch.cat([torch.cos(torch.pi * g), torch.sin(torch.pi * g)], dim=-1), mod) + skip
+        assert torch.allclose(model.query(model.encode(inp), coord[:, :11], None), want[None, :11], atol=1e-5, rtol=0)
+        assert torch.allclose(model(inp, coord), want[None], atol=1e-5, rtol=0)
+
+
 # ---- training mode ---------------------------------------------------------------------------------
 
 @pytest.mark.parametrize('name', NAMES)
@@ -310,9 +341,6 @@ def test_state_dict_keys_and_shapes_of_the_released_configs(name):
     released = json.load(open(shared_path(*PARITY, 'state_dict_keys.json')))
     assert sorted(released) == sorted(RELEASED)
     entry = released[name]
-    encoder = entry['spec']['args']['encoder_spec']['name']
-    if encoder not in models.list_models():
-        pytest.skip(f"encoder {encoder!r} is not registered yet")
     with torch.device('meta'):  # shapes only
         model = models.make(entry['spec'])
     assert [[k, list(v.shape)] for k, v in model.state_dict().items()] == entry['state_dict']
@@ -320,10 +348,19 @@ def test_state_dict_keys_and_shapes_of_the_released_configs(name):
     assert sum(p.numel() for p in model.parameters() if p.requires_grad) == entry['num_params_trainable']
 
 
-def test_bad_lmf_specs_are_user_errors():
+def test_hypernet_out_dim_is_the_models_and_bad_specs_are_user_errors():
     encoder = {'name': 'edsr-baseline', 'args': {'n_resblocks': 1, 'n_feats': 8, 'no_upsampling': True}}
     lmmlp = {'name': 'lmmlp', 'args': {'out_dim': 3, 'hidden_dim': 4, 'hidden_depth': 1}}
     hypernet = {'name': 'mlp', 'args': {'out_dim': 1, 'hidden_list': [8]}}
+    # LMF.md: the config's out_dim is replaced by 2 * hd * depth (+ the latent code), its hidden_list kept
+    liif = models.make({'name': 'lmliif', 'args': {'encoder_spec': encoder, 'imnet_spec': lmmlp,
+                                                   'hypernet_spec': hypernet, 'mod_input': True}})
+    assert [tuple(p.shape) for p in liif.hypernet.parameters()] == [(8, 8 * 9 + 2), (8,), (2 * 4 + 4, 8), (12,)]
+    assert tuple(liif.imnet.layers[0].weight.shape) == (4, 4 + 2 + 2)
+    lte = models.make({'name': 'lmlte', 'args': {'encoder_spec': encoder, 'imnet_spec': lmmlp, 'hidden_dim': 6,
+                                                 'hypernet_spec': hypernet, 'mod_input': True, 'cell_decode': False}})
+    assert [tuple(p.shape) for p in lte.hypernet.parameters()] == [(8, 6), (8,), (2 * 4 + 8, 8), (16,)]
+    assert tuple(lte.phase.weight.shape) == (3, 2) and tuple(lte.imphase.weight.shape) == (2, 2)
     with pytest.raises(UserError, match='needs both imnet_spec and hypernet_spec'):
         models.make({'name': 'lmliif', 'args': {'encoder_spec': encoder, 'imnet_spec': lmmlp}})
     with pytest.raises(UserError, match="must be an 'lmmlp'"):
