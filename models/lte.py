@@ -41,7 +41,8 @@ class LteState:
 class _LteBase(ImplicitSR):
     """What lte and lte-fast share: encoder, coef / freq convs, phase, and the query on points."""
 
-    # the frequency of basis k multiplies the row offset in channel row_channel(k), the column one in col_channel(k)
+    # which freq channels of basis k multiply the row and column offsets: (2k, 2k + 1) if interleaved (lte),
+    # else (k, K + k) (lte-fast)
     interleaved: bool
 
     def __init__(self, encoder_spec: Dict[str, Any], hidden_dim: int):
@@ -107,7 +108,10 @@ class _LteBase(ImplicitSR):
 
     def query_fast(self, state: LteState, coord: torch.Tensor, cell: torch.Tensor,
                    table_mb: float = fast_query.DEFAULT_TABLE_MB) -> torch.Tensor:
-        """query with integer gathers from the channels-last maps, in chunks without autograd: (N, Q, 3)."""
+        """query with integer gathers from the channels-last maps, in chunks without autograd: (N, Q, 3).
+
+        table_mb is not used: LTE has no per-code table (its per-code part, coef and freq, is the state).
+        """
         plan = _FastPlan.of(self, state, coord)
         n, q = coord.shape[:2]
         if q == 0 or n == 0:
@@ -264,12 +268,11 @@ class LTE(_LteBase):
         return self.imnet(x)
 
 
-class _Conv1x1Linear(nn.Module):
-    """A Linear layer whose weight is stored as a 1x1 convolution's (out, in, 1, 1), as LTE+'s checkpoints hold it."""
+@dataclass
+class _Conv1x1Linear:
+    """A 1x1 convolution (LTE+'s checkpoints hold (out, in, 1, 1) weights) seen as the Linear layer it is."""
 
-    def __init__(self, conv: nn.Conv2d):
-        super().__init__()
-        self.conv = conv
+    conv: nn.Conv2d
 
     @property
     def weight(self) -> torch.Tensor:

@@ -172,6 +172,12 @@ def _run_registered(name):
         out = m(inp)
         assert out.shape == (2, m.out_dim, 8, 8)
         return out.sum(), inp
+    if name == 'lte-fast':  # the grid layout: coord (N, H, W, 2), one cell per image
+        m = models.make({'name': name, 'args': {'encoder_spec': TINY_EDSR, 'num_layer': 2, 'hidden_dim': 16}})
+        inp = torch.rand(2, 3, 6, 5, requires_grad=True)
+        out = m(inp, make_coord((7, 9), flatten=False).expand(2, 7, 9, 2), torch.tensor([[2 / 7, 2 / 9]] * 2))
+        assert out.shape == (2, 3, 7, 9)
+        return out.sum(), inp
     if name == 'mlp':
         m = models.make({'name': 'mlp', 'args': {'in_dim': 5, 'out_dim': 3, 'hidden_list': [7, 7]}})
         inp = torch.rand(2, 4, 5, requires_grad=True)
