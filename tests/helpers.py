@@ -11,9 +11,12 @@ import pytest
 import torch
 from PIL import Image
 
+import datasets
 import models
 from tests.conftest import shared_path
+from training.config import validate_config
 from utils.checkpoint import model_spec, save_checkpoint
+from utils.errors import UserError
 from utils.coord import make_cell, make_coord
 from utils.imresize import imresize
 
@@ -145,3 +148,23 @@ def load_script(rel: str):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def unregistered_names(cfg: Dict[str, Any]) -> List[str]:
+    """Names of a training config's encoder and wrappers that no registry of this checkout knows."""
+    encoder = (cfg['model'].get('args') or {}).get('encoder_spec') or {}
+    missing = [encoder['name']] if encoder.get('name') and encoder['name'] not in models.list_models() else []
+    wrappers = {cfg[k]['wrapper']['name'] for k in ('train_dataset', 'val_dataset') if cfg[k].get('wrapper')}
+    return missing + sorted(wrappers - set(datasets.list_datasets()))
+
+
+def validate_shipped(cfg: Dict[str, Any]) -> bool:
+    """validate_config(cfg); False (after checking that it is refused by that name) when the config names a
+    model or wrapper another branch brings (swinir, sr-implicit-downsampled-fast) and this checkout lacks."""
+    missing = unregistered_names(cfg)
+    if not missing:
+        validate_config(cfg)
+        return True
+    with pytest.raises(UserError, match=repr(missing[0])):
+        validate_config(cfg)
+    return False

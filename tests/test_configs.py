@@ -9,13 +9,11 @@ import pytest
 import torch
 from PIL import Image
 
-import datasets
 import models
 from evaluation.protocol import make_test_loader, parse_eval_type
 from tests.conftest import ROOT
-from training.config import validate_config
+from tests.helpers import validate_shipped
 from utils.config import load_config
-from utils.errors import UserError
 
 NORM = {'inp': {'sub': [0.5], 'div': [0.5]}, 'gt': {'sub': [0.5], 'div': [0.5]}}
 MLP = {'name': 'mlp', 'args': {'out_dim': 3, 'hidden_list': [256, 256, 256, 256]}}
@@ -156,21 +154,7 @@ def test_every_authors_config_is_at_their_path_and_nothing_else_is_beside_them()
 def test_training_config_has_the_authors_values_and_validates(name):
     cfg = load_config(os.path.join(ROOT, 'configs', name))
     assert _summary(cfg) == AUTHORS_TRAIN[name]
-    missing = _unregistered(cfg)
-    if missing:  # a model or wrapper that another branch brings: until it is merged, refused by that name
-        with pytest.raises(UserError, match=repr(missing[0])):
-            validate_config(cfg)
-        return
-    validate_config(cfg)
-
-
-def _unregistered(cfg):
-    """Names of the config's encoder and wrappers that no registry of this checkout knows."""
-    names = [(cfg['model']['args'].get('encoder_spec') or {}).get('name')]
-    known = set(models.list_models())
-    missing = [n for n in names if n and n not in known]
-    wrappers = {cfg[k]['wrapper']['name'] for k in ('train_dataset', 'val_dataset')}
-    return missing + sorted(wrappers - set(datasets.list_datasets()))
+    validate_shipped(cfg)
 
 
 UPSAMPLE = sorted(n for n, v in AUTHORS_TRAIN.items() if v['model']['name'] == 'liif'
