@@ -231,7 +231,8 @@ class SwinIR(nn.Module):
     """SwinIR feature extractor (upsampler 'none'): (B, 3, h, w) -> (B, 64, H, W) at the padded size.
 
     H, W are h, w rounded up to a multiple of window_size (reflect padding at the bottom/right,
-    never cropped), as in the authors' LTE / LMF encoder.
+    never cropped), as in the authors' LTE / LMF encoder. The arguments are the authors' (SWINIR.md);
+    upscale and img_range only matter to upsampling variants, which are refused here.
     """
 
     def __init__(self, img_size: int = 48, patch_size: int = 1, in_chans: int = 3, embed_dim: int = 180,

@@ -8,7 +8,7 @@ import torch
 
 import models
 from inference.bounded import recommended_test_time, upscale
-from models.swinir import shift_mask
+from models.swinir import SwinBlock, shift_mask
 from models.tiling import receptive_radius
 from tests.conftest import shared_path
 from tests.helpers import max_scaled_error, one_thread  # noqa: F401
@@ -62,8 +62,13 @@ def index_by_definition(ws: int) -> torch.Tensor:
 
 @pytest.fixture(scope='module')
 def default_swinir():
+    # set up before the per-test one_thread fixture: two threads on the shared machine take 20x longer
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
     torch.manual_seed(0)
-    return models.make({'name': 'swinir', 'args': {'no_upsampling': True}}).eval()
+    model = models.make({'name': 'swinir', 'args': {'no_upsampling': True}}).eval()
+    torch.set_num_threads(before)
+    return model
 
 
 @pytest.mark.parametrize('channels_last', [False, True])
@@ -214,3 +219,60 @@ def test_bounded_upscale_with_the_recommended_options_is_the_authors_window_eval
     got = upscale(model, vectors['input'], (72, 60), bsize=60 * 25, test_time=tt)
     assert got.shape == want.shape
     assert max_scaled_error(got, want) <= 1e-5
+
+
+def block_by_definition(blk, x: torch.Tensor, h: int, w: int, ws: int, s: int) -> torch.Tensor:
+    """One Swin block as SWINIR.md's steps say, in float64 with index arithmetic instead of views."""
+    p = {k: v.double() for k, v in blk.state_dict().items() if v.is_floating_point()}
+    nh = blk.attn.num_heads
+    c = x.shape[-1]
+    d = c // nh
+    x = x[0].double()
+
+    def ln(t, name):
+        return torch.nn.functional.layer_norm(t, (c,), p[name + '.weight'], p[name + '.bias'], 1e-5)
+    a = ln(x, 'norm1').view(h, w, c)
+    rolled = a[[(r + s) % h for r in range(h)]][:, [(col + s) % w for col in range(w)]]
+    labels = [[3 * (0 if r < h - ws else 1 if r < h - s else 2) + (0 if col < w - ws else 1 if col < w - s else 2)
+               for col in range(w)] for r in range(h)]
+    out = torch.zeros(h, w, c, dtype=torch.float64)
+    for r0 in range(0, h, ws):
+        for c0 in range(0, w, ws):
+            cells = [(r0 + t // ws, c0 + t % ws) for t in range(ws * ws)]
+            z = torch.stack([rolled[r, col] for r, col in cells])
+            qkv = z @ p['attn.qkv.weight'].T + p['attn.qkv.bias']
+            idx = torch.tensor([[(ri - rj + ws - 1) * (2 * ws - 1) + (ci - cj + ws - 1) for rj, cj in cells]
+                                for ri, ci in cells])
+            mask = torch.tensor([[-100.0 if s and labels[ri][ci] != labels[rj][cj] else 0.0 for rj, cj in cells]
+                                 for ri, ci in cells], dtype=torch.float64)
+            heads = []
+            for m in range(nh):
+                q = qkv[:, m * d:(m + 1) * d] * d ** -0.5
+                k = qkv[:, c + m * d:c + (m + 1) * d]
+                v = qkv[:, 2 * c + m * d:2 * c + (m + 1) * d]
+                logits = q @ k.T + p['attn.relative_position_bias_table'][idx, m] + mask
+                heads.append(logits.softmax(-1) @ v)
+            o = torch.cat(heads, 1) @ p['attn.proj.weight'].T + p['attn.proj.bias']
+            for i, (r, col) in enumerate(cells):
+                out[(r + s) % h, (col + s) % w] = o[i]
+    x = x + out.view(h * w, c)
+    hid = ln(x, 'norm2') @ p['mlp.fc1.weight'].T + p['mlp.fc1.bias']
+    hid = 0.5 * hid * (1 + torch.erf(hid / 2 ** 0.5))
+    return (x + hid @ p['mlp.fc2.weight'].T + p['mlp.fc2.bias']).unsqueeze(0)
+
+
+@pytest.mark.parametrize('shift', [0, SHIFT])
+def test_block_with_large_weights_follows_the_definition(shift):
+    # the authors' vectors use their small initial weights, under which attention is nearly uniform and
+    # GELU nearly linear; large weights make the scale, bias, mask and layout decisive
+    torch.manual_seed(3)
+    blk = SwinBlock(12, (48, 48), 3, WS, shift, 2.0, True, None, 0.0, 0.0, 0.0).eval()
+    with torch.no_grad():
+        for t in blk.parameters():
+            t.normal_(0, 0.6)
+    h, w = 16, 24
+    x = torch.randn(1, h * w, 12)
+    with torch.no_grad():
+        got = blk(x, h, w)
+    want = block_by_definition(blk, x, h, w, WS, shift)
+    assert (got.double() - want).abs().max() <= 1e-5 * max(1, want.abs().max().item())
