@@ -10,7 +10,7 @@ from utils.config import load_config
 from utils.amp import resolve_precision
 from utils.errors import UserError
 from evaluation.protocol import (evaluate, liif_predictor, make_test_loader, parse_eval_type,
-                              parse_root_override)
+                                 parse_root_override, row_chunked_predictor)
 from evaluation.gallery import GalleryWriter, dataset_names
 from inference.bounded import choose_test_time
 from inference.loading import load_sr, select_device
@@ -37,6 +37,9 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
                    help="arithmetic of the model (default fp32, the paper's numbers); auto: bf16 on CUDA or a CPU "
                         "with native bf16 matmuls")
     testtime.add_arguments(p)
+    p.add_argument('--authors-row-chunks', type=int, default=None, metavar='ROWS',
+                   help="SRNO only: evaluate as the authors' test.py with eval_bsize ROWS does, each block of ROWS "
+                        "output rows a separate call (changes the output; default: the exact whole-grid result)")
     p.add_argument('--gallery', default=None, metavar='DIR',
                    help="also write DIR/index.html: per image, bicubic | model | HR where the model gains most")
     p.add_argument('--trust-checkpoint', action='store_true',
@@ -67,7 +70,11 @@ def main(argv: Optional[List[str]] = None) -> None:
     # the model's recommendation, then the config's keys, then the flags
     test_time = choose_test_time(loaded.model, cfg, testtime.flag_values(args))
     log.info("test-time options: %s", test_time.describe())
-    predict = liif_predictor(loaded.model, loaded.norm, bsize, precision.amp, test_time)
+    if args.authors_row_chunks is not None:
+        log.info("the authors' row-chunked evaluation: blocks of %d rows, each a separate call", args.authors_row_chunks)
+        predict = row_chunked_predictor(loaded.model, loaded.norm, args.authors_row_chunks, test_time)
+    else:
+        predict = liif_predictor(loaded.model, loaded.norm, bsize, precision.amp, test_time)
     if args.gallery:
         # published (images, then index.html) only if the whole evaluation succeeds
         title = f"{os.path.basename(args.model)} on {os.path.basename(args.config)}"

@@ -25,6 +25,8 @@ from utils.errors import UserError
 from utils.imresize import imresize
 from inference.bounded import upscale
 from utils.metrics import psnr, squared_error, ssim
+from models.srno import SRNO, authors_row_chunked
+from utils.coord import make_coord
 from utils.norm import IDENTITY, DataNorm
 from utils.testtime import NONE as NO_TEST_TIME, TestTime
 
@@ -152,6 +154,32 @@ def liif_predictor(model: torch.nn.Module, norm: Union[DataNorm, Mapping[str, An
     def predict(inp: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
         # bsize None: query chunks sized from inference.bounded's memory budget
         pred = upscale(model, norm.inp(inp), size, bsize or None, amp=amp, test_time=test_time)
+        return norm.output(pred, channel_dim=-3).clamp_(0, 1)
+    return predict
+
+
+def row_chunked_predictor(model: torch.nn.Module, norm: Union[DataNorm, Mapping[str, Any], None], rows: int,
+                          test_time: TestTime = NO_TEST_TIME) -> Predictor:
+    """SRNO as its authors' test.py evaluates it with eval_bsize: blocks of `rows` grid rows as separate calls.
+
+    The attention then sums over each block alone, so the output differs from the one-call (and the
+    exact bounded) result; this reproduces the authors' numbers for configs that set eval_bsize.
+    """
+    if not isinstance(model, SRNO):
+        raise UserError(f"the authors' row-chunked evaluation is SRNO's; this model is {type(model).__name__}, "
+                        "whose chunks would not change its output")
+    if rows < 1:
+        raise UserError(f"row chunks must be positive, not {rows}")
+    if test_time.window:
+        raise UserError("the authors' row-chunked evaluation has no window padding: pass --window none")
+    norm = IDENTITY if norm is None else norm if isinstance(norm, DataNorm) else DataNorm.from_mapping(norm)
+
+    def predict(inp: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
+        n, (h, w) = inp.shape[0], inp.shape[-2:]
+        coord = make_coord(size, flatten=False, device=inp.device).expand(n, *size, 2)
+        factor = test_time.cell_factor(max(size[0] / h, size[1] / w))
+        cell = torch.tensor([2 / size[0], 2 / size[1]], device=inp.device).expand(n, 2) * factor
+        pred = authors_row_chunked(model, norm.inp(inp), coord, cell, rows)
         return norm.output(pred, channel_dim=-3).clamp_(0, 1)
     return predict
 

@@ -15,6 +15,10 @@ from utils.coord import make_coord
 from utils.errors import UserError
 from utils.testtime import TestTime
 
+from evaluation.protocol import liif_predictor, row_chunked_predictor
+from tests.helpers import TINY_LIIF
+from utils.norm import DataNorm
+
 pytestmark = pytest.mark.usefixtures('one_thread')  # see tests/helpers.py
 
 PARITY = ('reference', 'srno-parity')
@@ -241,3 +245,22 @@ def test_gelu_is_the_erf_form_in_the_blocks_and_the_head():
         coord = make_coord((3, 5), flatten=False).unsqueeze(0)
         state = model.encode(inp)
         assert (model.emit(state, x, coord) - (gelu1 + 0.25)).abs().max() <= 1e-6
+
+
+def test_test_py_row_chunk_option_reproduces_the_authors_chunked_numbers(parity):
+    """evaluation's row_chunked_predictor (test.py --authors-row-chunks) meets 40x40-rows16; the default
+    predictor gives the exact whole-grid output instead."""
+    model, vectors = parity
+    case = vectors['cases']['40x40-rows16']
+    norm = DataNorm.from_mapping({'inp': {'sub': [0.5], 'div': [0.5]}, 'gt': {'sub': [0.5], 'div': [0.5]}})
+    lr = vectors['input'] * 0.5 + 0.5
+    with torch.no_grad():
+        chunked = row_chunked_predictor(model, norm, 16)(lr, (40, 40))
+        exact = liif_predictor(model, norm, None)(lr, (40, 40))
+        whole = model(vectors['input'], case['coord'], case['cell'])
+    want = (case['output'] * 0.5 + 0.5).clamp(0, 1)
+    assert (chunked - want).abs().max() <= TOL
+    assert (exact - (whole * 0.5 + 0.5).clamp(0, 1)).abs().max() <= TOL
+    assert (exact - want).abs().max() > 1e-4
+    with pytest.raises(UserError, match="SRNO's"):
+        row_chunked_predictor(models.make(TINY_LIIF), norm, 16)
