@@ -29,6 +29,7 @@ from torch import nn
 
 from models.fast_query import DEFAULT_TABLE_MB, rows_per_pass
 from models.implicit import ImplicitSR
+from models.lte import bilinear_skip, window_of
 from models.registry import make, register
 from models.sampling import BORDER_EPS, corner_shifts, corner_weights, nearest_index
 from utils.coord import coord_seq
@@ -138,7 +139,7 @@ class LatentModulated(ImplicitSR):
 
     def test_time(self) -> TestTime:
         """The authors' evaluation: cell enlarged beyond x4; window padding 8 for a SwinIR encoder."""
-        return TestTime(cell_max_scale=4, window=8 if self.encoder_name == 'swinir' else None)
+        return TestTime(cell_max_scale=4, window=window_of(self.encoder_name))
 
     def query(self, state: LMFState, coord: torch.Tensor, cell: Optional[torch.Tensor] = None,
               table_mb: float = DEFAULT_TABLE_MB) -> torch.Tensor:
@@ -460,6 +461,4 @@ class LMLTE(LatentModulated):
 
     def _skip(self, state: LMFState, coord: torch.Tensor) -> torch.Tensor:
         """Bilinear (border, align_corners False) sample of the input at coord: (N, q, 3)."""
-        grid = coord.flip(-1).unsqueeze(1)
-        return F.grid_sample(state.inp, grid, mode='bilinear', padding_mode='border',
-                             align_corners=False)[:, :, 0].permute(0, 2, 1)
+        return bilinear_skip(state.inp, coord)
