@@ -81,6 +81,7 @@ class RegionRenderer:
         self.model, self.norm, self.amp = model, norm, amp
         # the fast path's table budget inference.bounded gives the same max_mem_mb
         self.table_mb = max_mem_mb / 4
+        self.chunk = CHUNK_QUERIES
         self.test_time = recommended_test_time(model) if test_time is None else test_time
         self.in_hw: Tuple[int, int] = tuple(inp.shape[-2:])
         self.device = inp.device
@@ -90,11 +91,12 @@ class RegionRenderer:
         self.state: Any = encode_bounded(model, model_inp, max_mem_mb, amp)
 
     def predict(self, size: Sequence[int], rect: Rect, should_stop: Optional[Callable[[], bool]] = None,
-                chunk: int = CHUNK_QUERIES) -> torch.Tensor:
+                chunk: Optional[int] = None) -> torch.Tensor:
         """The model's output (rows, cols, 3), normalised space, at the pixels `rect` of the (H, W) grid.
 
-        should_stop() is asked before each chunk of queries: once true, Cancelled is raised.
+        should_stop() is asked before each chunk of queries (default self.chunk): once true, Cancelled is raised.
         """
+        chunk = chunk or self.chunk
         grid = output_grid(self.in_hw, size, self.model_hw, self.test_time, self.device)
         coord = torch.stack(torch.meshgrid(grid.rows[rect.r0:rect.r1], grid.cols[rect.c0:rect.c1], indexing='ij'),
                             dim=-1).view(1, -1, 2)
@@ -109,7 +111,7 @@ class RegionRenderer:
         return pred.view(*rect.shape, 3)
 
     def render(self, size: Sequence[int], rect: Rect, should_stop: Optional[Callable[[], bool]] = None,
-               chunk: int = CHUNK_QUERIES) -> np.ndarray:
+               chunk: Optional[int] = None) -> np.ndarray:
         """predict as uint8 RGB (rows, cols, 3), de-normalised and rounded as upscale_to_uint8 does."""
         return float_to_u8(self.norm.output(self.predict(size, rect, should_stop, chunk))).cpu().numpy()
 
