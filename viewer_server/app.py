@@ -275,7 +275,7 @@ def unused_path(folder: str, stem: str, ext: str) -> str:
 
 
 def build_app(input_path: str, checkpoint: str, device: torch.device, precision: Precision, save_dir: str,
-              test_time_flags: Optional[Dict[str, Any]] = None, trusted: bool = False) -> ViewerApp:
+              test_time_flags: Optional[Dict[str, Any]] = None, trusted: bool = False, tile: int = TILE) -> ViewerApp:
     """Read the image, load the model, encode once: the ViewerApp; bad inputs are one-line UserErrors."""
     if not os.path.isdir(save_dir):
         raise UserError(f"save folder does not exist: {save_dir}")
@@ -306,4 +306,4 @@ def build_app(input_path: str, checkpoint: str, device: torch.device, precision:
     about = {'model': os.path.basename(checkpoint), 'device': str(device), 'precision': precision.name,
              'bicubic': "MATLAB imresize bicubic (a = -0.5), same pixel centres"}
     name = os.path.splitext(os.path.basename(input_path))[0]
-    return ViewerApp(renderer, img.rgb, name, save_dir, about, inp)
+    return ViewerApp(renderer, img.rgb, name, save_dir, about, inp, tile=tile)
