@@ -84,7 +84,10 @@ def main() -> None:
     p.add_argument('--tile', type=int, default=256)
     p.add_argument('--precision', default='auto', choices=PRECISIONS)
     p.add_argument('--device', default='cpu')
+    p.add_argument('--threads', type=int, default=None, help="torch intra-op threads (default: torch's choice)")
     args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     precision = resolve_precision(args.precision, device)
     app = build_app(args.input, args.model, device, precision, ROOT, tile=args.tile)

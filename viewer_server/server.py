@@ -63,6 +63,8 @@ class ViewerHandler(BaseHTTPRequestHandler):
     """One request: routes to the ViewerApp, answers JSON errors, survives clients that hang up."""
     server: ViewerServer
     protocol_version = 'HTTP/1.1'
+    # an idle kept-alive connection holds a thread: let it go after a minute (threads stay bounded)
+    timeout = 60
 
     def log_message(self, format: str, *args: Any) -> None:
         """Access log at debug level only (the console stays readable)."""
