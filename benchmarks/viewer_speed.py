@@ -22,7 +22,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks.common import environment  # noqa: E402
 from inference.region import Rect, tile_count, tile_rect, tiles_meeting  # noqa: E402
 from utils.amp import PRECISIONS, resolve_precision  # noqa: E402
-from viewer_server.app import Superseded, build_app  # noqa: E402
+from viewer_server.app import TILE, Superseded, build_app  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -81,7 +81,7 @@ def main() -> None:
     p.add_argument('--zoom', type=float, default=10.0)
     p.add_argument('--view', default='1280,800', help="view W,H in device pixels")
     p.add_argument('--pan', type=int, default=256, help="pan to the right by this many pixels")
-    p.add_argument('--tile', type=int, default=256)
+    p.add_argument('--tile', type=int, default=TILE)
     p.add_argument('--precision', default='auto', choices=PRECISIONS)
     p.add_argument('--device', default='cpu')
     p.add_argument('--threads', type=int, default=None, help="torch intra-op threads (default: torch's choice)")

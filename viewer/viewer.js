@@ -4,7 +4,7 @@
 // any number and the page shows a preview: the input and the tiles it already has, scaled by the
 // browser. When the zoom stops, s is snapped to an output grid (H, W) = (round(z h), round(z w)),
 // o to whole pixels, and the canvas shows tiles of that grid 1:1: canvas pixel (x, y) is output
-// pixel (y + oy, x + ox) of the upscale to (H, W). Tiles (tile x tile px of the grid) are asked for
+// pixel (y + oy, x + ox) of the upscale to (H, W). Tiles (tile x tile px of the grid, 128 by default) are asked for
 // nearest the pointer first, two at a time; each zoom starts a new view number (gen) that makes
 // the server drop what it was doing for the old one. Panning keeps the grid, so only tiles not yet
 // seen are asked for.
