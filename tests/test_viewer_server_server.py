@@ -81,6 +81,26 @@ def test_bad_posts_and_methods_get_one_json_error(server):
     assert error_of(server, '/api/view?client=t&gen=x', data=b'')[0] == 400
 
 
+def raw_reply(srv, request: bytes) -> bytes:
+    """Everything the server sends back to one raw request (it closes the connection after a refusal)."""
+    data = b''
+    with socket.create_connection(srv.server_address[:2], timeout=10) as sock:
+        sock.sendall(request)
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                return data
+            data += chunk
+
+
+def test_malformed_requests_are_one_json_error(server):
+    head, body = raw_reply(server, b'GET /' + b'a' * 70000 + b' HTTP/1.1\r\n\r\n').split(b'\r\n\r\n', 1)
+    assert head.startswith(b'HTTP/1.1 414') and b'application/json' in head
+    assert json.loads(body) == {'error': 'Request-URI Too Long'}
+    # a request line without a version is HTTP/0.9 to the standard library: a body, no status line
+    assert json.loads(raw_reply(server, b'GARBAGE\r\n\r\n')) == {'error': "Bad request syntax ('GARBAGE')"}
+
+
 def test_a_superseded_tile_is_409_and_the_next_view_renders(server):
     status, _, body = get(server, '/api/view?client=tab&gen=5', data=b'')
     assert status == 200 and json.loads(body) == {'current': True}

@@ -70,6 +70,11 @@ class ViewerHandler(BaseHTTPRequestHandler):
         """Access log at debug level only (the console stays readable)."""
         log.debug("%s %s", self.address_string(), format % args)
 
+    def send_error(self, code: int, message: Optional[str] = None, explain: Optional[str] = None) -> None:
+        """The standard library's own refusals (malformed request line, headers, URL too long) as JSON too."""
+        self.close_connection = True
+        self._send(code, *json_body({'error': message or HTTPStatus(code).phrase}))
+
     def do_GET(self) -> None:
         """Page files, info, input image, tiles, save state."""
         self._answer(self._get)
