@@ -10,27 +10,34 @@ from PIL import Image
 from inference.bounded import upscale_to_uint8
 from tests.helpers import ROOT, error_lines, load_script, run_script
 from utils.amp import resolve_precision
+from utils.errors import UserError
 from viewer_server.app import build_app
 
 BUNDLED = os.path.join(ROOT, 'weights', 'liif-edsr-baseline.pth')
 
 
+def test_a_bad_argument_is_one_line_and_exit_code_2():
+    proc = run_script('viewer.py', '--input', 'missing.png', timeout=60)
+    assert proc.returncode == 2 and error_lines(proc) == ['error: image not found: missing.png']
+
+
 @pytest.mark.parametrize('args, message', [
-    (['--input', 'missing.png'], 'error: image not found: missing.png'),
-    (['--input', 'assets/sample.png', '--port', '70000'], 'error: --port must be 0-65535, not 70000'),
-    (['--input', 'assets/sample.png', '--model', 'none.pth'], 'error: checkpoint not found: none.pth'),
-    (['--input', 'assets/sample.png', '--save-dir', 'no/such'], 'error: save folder does not exist: no/such'),
+    (['--input', 'assets/sample.png', '--port', '70000'], '--port must be 0-65535, not 70000'),
+    (['--input', 'assets/sample.png', '--model', 'none.pth'], 'checkpoint not found: none.pth'),
+    (['--input', 'assets/sample.png', '--save-dir', 'no/such'], 'save folder does not exist: no/such'),
 ])
-def test_bad_arguments_are_one_line(args, message):
-    proc = run_script('viewer.py', *args, timeout=60)
-    assert proc.returncode == 2 and error_lines(proc) == [message]
+def test_bad_arguments_stop_before_serving(args, message, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    with pytest.raises(UserError) as e:
+        load_script('viewer.py').main(args)
+    assert str(e.value) == message
 
 
 def test_an_unreadable_image_is_one_line(tmp_path):
     bad = tmp_path / 'bad.png'
     bad.write_bytes(b'not a png')
-    proc = run_script('viewer.py', '--input', str(bad), timeout=60)
-    assert proc.returncode == 2 and error_lines(proc)[0].startswith(f'error: cannot read image {bad}')
+    with pytest.raises(UserError, match=f'^cannot read image {bad}: '):
+        load_script('viewer.py').main(['--input', str(bad), '--save-dir', str(tmp_path)])
 
 
 def browser_or_skip():
