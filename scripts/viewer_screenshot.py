@@ -21,8 +21,6 @@ from PIL import Image
 from selenium import webdriver
 from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
-from selenium.webdriver.common.action_chains import ActionChains
-from selenium.webdriver.common.actions.wheel_input import ScrollOrigin
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from utils.amp import resolve_precision  # noqa: E402
@@ -105,8 +103,6 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     p.add_argument('--zoom', type=float, default=3.7)
     p.add_argument('--size', default='900,560', help="browser viewport W,H")
     p.add_argument('--split', type=float, default=0.4, help="bicubic | LIIF split position (0 = no bicubic)")
-    # keep ActionChains / ScrollOrigin importable from here: the browser test drives the wheel with them
-    assert ActionChains and ScrollOrigin
     return p.parse_args(argv)
 
 

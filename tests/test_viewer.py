@@ -54,6 +54,8 @@ def browser_or_skip():
 
 def test_the_page_zoomed_to_x3_7_shows_the_upscale_of_that_region(tmp_path):
     web = browser_or_skip()
+    from selenium.webdriver.common.action_chains import ActionChains  # optional dependency: after the skip check
+    from selenium.webdriver.common.actions.wheel_input import ScrollOrigin
     crop = tmp_path / 'crop.png'
     Image.open(os.path.join(ROOT, 'assets', 'sample.png')).convert('RGB').crop((60, 40, 132, 88)).save(crop)
     device = torch.device('cpu')
@@ -66,7 +68,7 @@ def test_the_page_zoomed_to_x3_7_shows_the_upscale_of_that_region(tmp_path):
         assert first['dpr'] == 1 and first['grid'] is not None, str(first)
         # a person's wheel turn zooms in about the pointer (the fit view's tiles are superseded)
         canvas = driver.find_element('id', 'view')
-        web.ActionChains(driver).scroll_from_origin(web.ScrollOrigin.from_element(canvas), 0, -120).perform()
+        ActionChains(driver).scroll_from_origin(ScrollOrigin.from_element(canvas), 0, -120).perform()
         web.wait_for(driver, lambda s: s['sx'] > first['sx'] * 1.1, 5)
         grid = {'H': round(3.7 * 48), 'W': round(3.7 * 72)}                   # 178 x 266
         state = web.zoom_and_wait(driver, 3.7, (first['width'] / 2 - 20, first['height'] / 2 + 10), grid, 25)
