@@ -6,7 +6,7 @@ from typing import Dict, List, Set
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PACKAGES = ['utils', 'models', 'datasets', 'inference', 'evaluation', 'training', 'benchmarks']
+PACKAGES = ['utils', 'models', 'datasets', 'inference', 'evaluation', 'training', 'viewer_server', 'benchmarks']
 # what each package may import of the project (itself always)
 ALLOWED: Dict[str, Set[str]] = {
     'utils': set(),
@@ -15,9 +15,10 @@ ALLOWED: Dict[str, Set[str]] = {
     'inference': {'utils', 'models'},
     'evaluation': {'utils', 'models', 'datasets', 'inference'},
     'training': {'utils', 'models', 'datasets', 'inference', 'evaluation'},
-    'benchmarks': {'utils', 'models', 'datasets', 'inference', 'evaluation', 'training'},
+    'viewer_server': {'utils', 'models', 'inference'},
+    'benchmarks': {'utils', 'models', 'datasets', 'inference', 'evaluation', 'training', 'viewer_server'},
 }
-SCRIPTS = ['train_liif.py', 'test.py', 'demo.py']
+SCRIPTS = ['train_liif.py', 'test.py', 'demo.py', 'viewer.py']
 # deliberate late imports, not cycles: file -> why
 LATE_IMPORTS = {'train_liif.py': '--help answers without importing torch'}
 

@@ -27,6 +27,7 @@ CHECKED = {
     'test.py': "evaluates Set5 with the bundled model: about a minute on a busy 2-core machine",
     'scripts/eval_suite.py': "evaluates three benchmark sets at five scales: tens of minutes",
     'train_liif.py': "trains (the tiny config runs in tests/test_train.py)",
+    'viewer.py': "serves until Ctrl-C (tests/test_viewer.py drives its page in a browser)",
 }
 
 
@@ -98,6 +99,10 @@ def test_readme_command(command, tmp_path, monkeypatch):
         assert Image.open(tmp_path / out).size[0] > Image.open(tmp_path / 'assets' / 'sample.png').size[0]
         return
     monkeypatch.chdir(ROOT)
+    if shlex.split(command)[1] == 'viewer.py':
+        args = load_script('viewer.py').parse_args(argv)
+        assert os.path.isfile(args.input) and args.host == '127.0.0.1', args
+        pytest.skip(f"arguments and files checked; not run: {reason}")
     shared_path('benchmark')  # skips, with the reason, where the data beside the repository is absent
     script = shlex.split(command)[1]
     if script == 'train_liif.py':

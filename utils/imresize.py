@@ -122,11 +122,11 @@ class RowResizer:
         self.idx_h, self.w_h = contributions(img.shape[-2], h, sh)
         self.idx_w, self.w_w = contributions(img.shape[-1], w, sw)
 
-    def __call__(self, r0: int, r1: int) -> torch.Tensor:
-        """Output rows r0 (inclusive) to r1 (exclusive): (..., r1 - r0, W_out)."""
+    def __call__(self, r0: int, r1: int, c0: int = 0, c1: Optional[int] = None) -> torch.Tensor:
+        """Output rows r0:r1 and columns c0:c1 (half-open; default all): (..., r1 - r0, c1 - c0)."""
         dim_h = self.img.dim() - 2
         band = _resize_axis(self.img, dim_h, self.idx_h[r0:r1], self.w_h[r0:r1], False)
-        return _resize_axis(band, dim_h + 1, self.idx_w, self.w_w, False)
+        return _resize_axis(band, dim_h + 1, self.idx_w[c0:c1], self.w_w[c0:c1], False)
 
 
 def iter_imresize_bands(img: torch.Tensor, size: Sequence[int], rows: int

@@ -1,0 +1,125 @@
+"""Any rectangle of an upscale's output grid, computed alone: the viewer's tiles.
+
+An upscale of an h x w image to H x W pixels (inference.bounded.upscale) queries the model at the
+centres of an H x W grid. A region is a crop of that grid, so a tile rendered here holds the same
+pixels as the same crop of the whole upscale, without computing the rest: the encoder runs once
+per image (RegionRenderer), each region queries only its own pixels, in chunks, and a cancel check
+runs before the work and between chunks so superseded requests stop early.
+"""
+import math
+from dataclasses import dataclass
+from typing import Any, Callable, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+
+from inference.bounded import DEFAULT_MAX_MEM_MB, encode_bounded, output_grid, recommended_test_time
+from utils.amp import autocast
+from utils.image import float_to_u8
+from utils.imresize import RowResizer
+from utils.norm import DEMO, DataNorm
+from utils.testtime import TestTime, mirror_pad
+
+# queries per model call: ~0.1 s on a 2-core CPU, the granularity at which a stale request stops
+CHUNK_QUERIES = 8192
+
+
+class Cancelled(Exception):
+    """A region's work was stopped because a newer request superseded it."""
+
+
+@dataclass(frozen=True)
+class Rect:
+    """Rows r0:r1 and columns c0:c1 (half-open) of an output grid."""
+    r0: int
+    c0: int
+    r1: int
+    c1: int
+
+    @property
+    def shape(self) -> Tuple[int, int]:
+        """(rows, cols)."""
+        return self.r1 - self.r0, self.c1 - self.c0
+
+
+def tile_count(size: Sequence[int], tile: int) -> Tuple[int, int]:
+    """(rows, cols) of tile x tile squares covering an H x W grid (the last ones cut by the edge)."""
+    return math.ceil(size[0] / tile), math.ceil(size[1] / tile)
+
+
+def tile_rect(size: Sequence[int], tile: int, i: int, j: int) -> Rect:
+    """The pixels of tile (row i, column j) of the H x W grid; ValueError outside the grid."""
+    rows, cols = tile_count(size, tile)
+    if not (0 <= i < rows and 0 <= j < cols):
+        raise ValueError(f"tile ({i}, {j}) is outside the {rows} x {cols} tiles of a {size[1]}x{size[0]} image")
+    return Rect(i * tile, j * tile, min(size[0], (i + 1) * tile), min(size[1], (j + 1) * tile))
+
+
+def tiles_meeting(size: Sequence[int], tile: int, view: Rect) -> List[Tuple[int, int]]:
+    """(i, j) of every tile that overlaps `view` (clipped to the grid), row by row."""
+    r0, c0 = max(0, view.r0), max(0, view.c0)
+    r1, c1 = min(size[0], view.r1), min(size[1], view.c1)
+    if r0 >= r1 or c0 >= c1:
+        return []
+    return [(i, j) for i in range(r0 // tile, (r1 - 1) // tile + 1) for j in range(c0 // tile, (c1 - 1) // tile + 1)]
+
+
+class RegionRenderer:
+    """One image encoded once; any region of its upscale to any size, as uint8 RGB, on demand.
+
+    The model is used through encode / query only (pure), so several threads may render at once.
+    Pointwise models only: a region of a model whose outputs depend on the whole grid (SRNO)
+    would differ from the same crop of the whole upscale.
+    """
+
+    def __init__(self, model: torch.nn.Module, inp: torch.Tensor, norm: DataNorm = DEMO, amp: Optional[str] = None,
+                 test_time: Optional[TestTime] = None, max_mem_mb: float = DEFAULT_MAX_MEM_MB):
+        if not getattr(model, 'pointwise', True):
+            raise ValueError(f"{type(model).__name__} is not pointwise: a region of it is not a crop of its upscale")
+        if inp.dim() != 4 or inp.shape[0] != 1:
+            raise ValueError(f"RegionRenderer takes one image (1, 3, h, w), not {tuple(inp.shape)}")
+        self.model, self.norm, self.amp = model, norm, amp
+        # the fast path's table budget inference.bounded gives the same max_mem_mb
+        self.table_mb = max_mem_mb / 4
+        self.chunk = CHUNK_QUERIES
+        self.test_time = recommended_test_time(model) if test_time is None else test_time
+        self.in_hw: Tuple[int, int] = tuple(inp.shape[-2:])
+        self.device = inp.device
+        # what iter_upscale_bands does: window padding (if any) before the one encoding
+        model_inp = mirror_pad(inp, self.test_time.window) if self.test_time.window else inp
+        self.model_hw: Tuple[int, int] = tuple(model_inp.shape[-2:])
+        self.state: Any = encode_bounded(model, model_inp, max_mem_mb, amp)
+
+    def predict(self, size: Sequence[int], rect: Rect, should_stop: Optional[Callable[[], bool]] = None,
+                chunk: Optional[int] = None) -> torch.Tensor:
+        """The model's output (rows, cols, 3), normalised space, at the pixels `rect` of the (H, W) grid.
+
+        should_stop() is asked before each chunk of queries (default self.chunk): once true, Cancelled is raised.
+        """
+        chunk = chunk or self.chunk
+        grid = output_grid(self.in_hw, size, self.model_hw, self.test_time, self.device)
+        coord = torch.stack(torch.meshgrid(grid.rows[rect.r0:rect.r1], grid.cols[rect.c0:rect.c1], indexing='ij'),
+                            dim=-1).view(1, -1, 2)
+        cell = torch.tensor(grid.cell, device=self.device).expand_as(coord)
+        pred = torch.empty(coord.shape[1], 3, device=self.device)
+        with torch.inference_mode(), autocast(self.device, self.amp):
+            for q0 in range(0, coord.shape[1], chunk):
+                if should_stop is not None and should_stop():
+                    raise Cancelled()
+                pred[q0:q0 + chunk] = self.model.query(self.state, coord[:, q0:q0 + chunk], cell[:, q0:q0 + chunk],
+                                                       table_mb=self.table_mb)[0].float()
+        return pred.view(*rect.shape, 3)
+
+    def render(self, size: Sequence[int], rect: Rect, should_stop: Optional[Callable[[], bool]] = None,
+               chunk: Optional[int] = None) -> np.ndarray:
+        """predict as uint8 RGB (rows, cols, 3), de-normalised and rounded as upscale_to_uint8 does."""
+        return float_to_u8(self.norm.output(self.predict(size, rect, should_stop, chunk))).cpu().numpy()
+
+
+def bicubic_region(rgb: torch.Tensor, size: Sequence[int], rect: Rect) -> np.ndarray:
+    """The pixels `rect` of MATLAB's bicubic imresize of rgb (3, h, w) in [0, 1] to size (H, W), uint8.
+
+    Same pixel centres as the model's grid; only the source pixels the region needs are touched.
+    """
+    band = RowResizer(rgb, size)(rect.r0, rect.r1, rect.c0, rect.c1)
+    return float_to_u8(band.permute(1, 2, 0)).cpu().numpy()

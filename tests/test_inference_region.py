@@ -1,0 +1,142 @@
+"""Regions of an upscale's output grid: the viewer's tiles are exactly crops of inference.bounded.upscale."""
+import os
+
+import numpy as np
+import pytest
+import torch
+
+import models
+from inference.bounded import upscale, upscale_to_uint8
+from inference.loading import load_sr
+from inference.region import (Cancelled, Rect, RegionRenderer, bicubic_region, tile_count, tile_rect,
+                              tiles_meeting)
+from tests.helpers import ROOT, TINY_LIIF
+from utils.image import float_to_u8
+from utils.image_io import read_image
+from utils.imresize import imresize
+from utils.norm import DEMO
+from utils.testtime import TestTime
+
+BUNDLED = os.path.join(ROOT, 'weights', 'liif-edsr-baseline.pth')
+
+
+def tiny_renderer(inp, **kwargs):
+    model = models.make(TINY_LIIF).eval()
+    return model, RegionRenderer(model, inp, **kwargs)
+
+
+def test_tiles_cover_the_grid_once_and_stop_at_its_edges():
+    size, tile = (70, 41), 16
+    assert tile_count(size, tile) == (5, 3)
+    seen = np.zeros(size, int)
+    for i in range(5):
+        for j in range(3):
+            r = tile_rect(size, tile, i, j)
+            seen[r.r0:r.r1, r.c0:r.c1] += 1
+    assert (seen == 1).all()
+    assert tile_rect(size, tile, 4, 2) == Rect(64, 32, 70, 41)
+    for i, j in ((5, 0), (0, 3), (-1, 0)):
+        with pytest.raises(ValueError, match='outside'):
+            tile_rect(size, tile, i, j)
+
+
+def test_tiles_meeting_a_view_are_those_it_overlaps():
+    size, tile = (70, 41), 16
+    assert tiles_meeting(size, tile, Rect(15, 16, 33, 17)) == [(0, 1), (1, 1), (2, 1)]
+    assert tiles_meeting(size, tile, Rect(-50, -50, 1, 1)) == [(0, 0)]   # clipped to the grid
+    assert tiles_meeting(size, tile, Rect(70, 0, 90, 41)) == []          # below it
+    assert len(tiles_meeting(size, tile, Rect(0, 0, 70, 41))) == 15
+
+
+@pytest.mark.parametrize('test_time', [TestTime(), TestTime(cell_max_scale=2.0, window=4)])
+def test_every_tile_is_the_crop_of_the_whole_upscale(test_time):
+    inp = torch.rand(1, 3, 9, 13) * 2 - 1
+    model, renderer = tiny_renderer(inp, test_time=test_time)
+    size = (round(9 * 3.7), round(13 * 3.7))       # 33 x 48: x3.67 down, x3.69 across
+    whole = upscale(model, inp, size, test_time=test_time)[0].permute(1, 2, 0)
+    whole_u8 = upscale_to_uint8(model, inp, size, test_time=test_time)
+    rows, cols = tile_count(size, 16)
+    for i in range(rows):
+        for j in range(cols):
+            r = tile_rect(size, 16, i, j)
+            got = renderer.predict(size, r, chunk=50)   # chunks that cut rows: the values must not care
+            assert (got - whole[r.r0:r.r1, r.c0:r.c1]).abs().max() <= 1e-6, (i, j)
+            assert np.array_equal(renderer.render(size, r), whole_u8[r.r0:r.r1, r.c0:r.c1]), (i, j)
+
+
+def test_a_wrong_grid_would_be_caught():
+    # the crop of a grid of another size is not the tile: the comparison above can fail
+    inp = torch.rand(1, 3, 9, 13) * 2 - 1
+    model, renderer = tiny_renderer(inp)
+    r = tile_rect((33, 48), 16, 1, 1)
+    other = upscale(model, inp, (33, 49))[0].permute(1, 2, 0)
+    assert (renderer.predict((33, 48), r) - other[r.r0:r.r1, r.c0:r.c1]).abs().max() > 1e-3
+
+
+def test_bundled_model_tiles_are_the_demo_pixels():
+    loaded = load_sr(BUNDLED, torch.device('cpu'), DEMO, 'demo')
+    rgb = read_image(os.path.join(ROOT, 'assets', 'sample.png')).rgb[:, 50:68, 70:94]
+    inp = loaded.norm.inp(rgb.unsqueeze(0))
+    renderer = RegionRenderer(loaded.model, inp, loaded.norm)
+    size = (round(18 * 3.7), round(24 * 3.7))     # 67 x 89
+    whole = upscale_to_uint8(loaded.model, inp, size, norm=loaded.norm)
+    for r in (tile_rect(size, 32, 0, 0), tile_rect(size, 32, 2, 1), Rect(17, 29, 40, 61)):
+        assert np.array_equal(renderer.render(size, r), whole[r.r0:r.r1, r.c0:r.c1]), r
+
+
+class CountingModel(torch.nn.Module):
+    """A tiny LIIF whose queries are counted."""
+
+    def __init__(self):
+        super().__init__()
+        self.inner = models.make(TINY_LIIF).eval()
+        self.calls = 0
+
+    def encode(self, inp):
+        return self.inner.encode(inp)
+
+    def query(self, state, coord, cell, **options):
+        self.calls += 1
+        return self.inner.query(state, coord, cell, **options)
+
+
+def test_a_stale_request_stops_before_the_work_and_between_chunks():
+    model = CountingModel()
+    renderer = RegionRenderer(model, torch.rand(1, 3, 8, 8))
+    rect = Rect(0, 0, 20, 10)                       # 200 queries: 4 chunks of 50
+    renderer.render((30, 30), rect, chunk=50)
+    assert model.calls == 4
+    model.calls = 0
+    with pytest.raises(Cancelled):
+        renderer.render((30, 30), rect, should_stop=lambda: True, chunk=50)
+    assert model.calls == 0                         # nothing started
+    asked = []
+
+    def stop_after_two():
+        asked.append(1)
+        return len(asked) > 2
+
+    with pytest.raises(Cancelled):
+        renderer.render((30, 30), rect, should_stop=stop_after_two, chunk=50)
+    assert model.calls == 2                         # two chunks ran, the third never did
+
+
+def test_bicubic_region_is_the_crop_of_matlab_imresize():
+    rgb = torch.rand(3, 11, 14)
+    size = (41, 52)
+    whole = imresize(rgb, size=size).permute(1, 2, 0)
+    for r in (tile_rect(size, 16, 0, 0), tile_rect(size, 16, 2, 3), Rect(5, 7, 30, 9)):
+        got = bicubic_region(rgb, size, r)
+        want = whole[r.r0:r.r1, r.c0:r.c1]
+        # the region's passes run rows first, imresize's smaller scale first: float rounding only
+        assert np.abs(got.astype(int) - float_to_u8(want).numpy()).max() <= 1
+        assert (torch.from_numpy(got).float() / 255 - want.clamp(0, 1)).abs().max() <= 0.5 / 255 + 1e-6
+
+
+def test_non_pointwise_models_and_batches_are_refused():
+    model = models.make(TINY_LIIF).eval()
+    with pytest.raises(ValueError, match='one image'):
+        RegionRenderer(model, torch.rand(2, 3, 8, 8))
+    model.pointwise = False
+    with pytest.raises(ValueError, match='pointwise'):
+        RegionRenderer(model, torch.rand(1, 3, 8, 8))

@@ -1,0 +1,192 @@
+"""The viewer's state: tile cache, view numbers, turns, tiles as crops of the upscale, saving, input checks."""
+import io
+import os
+import threading
+import time
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import models
+from inference.bounded import upscale_to_uint8
+from inference.region import Cancelled, RegionRenderer, tile_rect
+from tests.helpers import TINY_LIIF, save_model
+from utils.amp import Precision
+from utils.errors import UserError
+from utils.norm import DEMO
+from viewer_server import app as viewer_app
+from viewer_server.app import (Generations, RequestError, Superseded, TileCache, TurnTaker, ViewerApp, build_app,
+                               unused_path)
+
+
+def tiny_app(tmp_path, h=10, w=14, tile=16) -> ViewerApp:
+    """A ViewerApp of a random image and a tiny LIIF, saving into tmp_path."""
+    model = models.make(TINY_LIIF).eval()
+    rgb = torch.rand(3, h, w)
+    inp = DEMO.inp(rgb.unsqueeze(0))
+    return ViewerApp(RegionRenderer(model, inp, DEMO), rgb, 'img', str(tmp_path), {'model': 'tiny'}, inp, tile=tile)
+
+
+def decode(png: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(png)).convert('RGB'))
+
+
+def test_tile_cache_drops_the_least_recently_used_beyond_its_bytes():
+    cache = TileCache(max_bytes=10)
+    cache.put('a', b'1234')
+    cache.put('b', b'1234')
+    assert cache.get('a') == b'1234'     # a is now the most recent
+    cache.put('c', b'1234')              # 12 bytes > 10: b goes
+    assert cache.get('b') is None and cache.get('a') and cache.get('c')
+    assert cache.bytes == 8 and len(cache) == 2
+
+
+def test_generations_grow_and_forget_old_clients():
+    gens = Generations(max_clients=2)
+    assert gens.announce('tab1', 3)
+    assert gens.is_current('tab1', 3) and not gens.is_current('tab1', 2)
+    assert not gens.announce('tab1', 2)  # an older view never wins back
+    assert gens.is_current('tab1', 3)
+    assert gens.announce('tab2', 1)      # another tab is independent
+    assert gens.is_current('tab1', 3)
+    gens.announce('tab3', 1)             # tab1 is forgotten: memory stays bounded
+    assert len(gens._latest) == 2 and gens.is_current('tab1', 0)
+
+
+def test_turns_go_in_arrival_order_and_stale_waiters_leave():
+    turns, order = TurnTaker(), []
+    gate = threading.Event()
+    first = threading.Thread(target=turns.run, args=(lambda: (gate.wait(5), order.append('first')), lambda: False))
+    first.start()
+    time.sleep(0.05)
+    stale = {'now': False}
+    errors = []
+
+    def waiter():
+        try:
+            turns.run(lambda: order.append('stale'), lambda: stale['now'])
+        except Cancelled:
+            errors.append('cancelled')
+
+    second = threading.Thread(target=waiter)
+    second.start()
+    time.sleep(0.05)
+    third = threading.Thread(target=turns.run, args=(lambda: order.append('third'), lambda: False))
+    third.start()
+    time.sleep(0.05)
+    stale['now'] = True                  # the second request is superseded while it waits
+    second.join(2)
+    gate.set()
+    first.join(2)
+    third.join(2)
+    assert errors == ['cancelled'] and order == ['first', 'third']
+
+
+def test_a_tile_is_the_crop_of_the_upscale_and_is_cached(tmp_path):
+    app = tiny_app(tmp_path)
+    size = (37, 52)                      # x3.7 of 10 x 14
+    whole = upscale_to_uint8(app.renderer.model, app.inp, size)
+    png = app.tile_png('liif', *size, 1, 2, 'tab', 1)
+    r = tile_rect(size, 16, 1, 2)
+    assert np.array_equal(decode(png), whole[r.r0:r.r1, r.c0:r.c1])
+    app.renderer = None                  # a second request must not render again
+    assert app.tile_png('liif', *size, 1, 2, 'tab', 1) is png
+
+
+def test_a_superseded_request_renders_nothing(tmp_path, monkeypatch):
+    app = tiny_app(tmp_path)
+    calls = []
+    monkeypatch.setattr(app.renderer, 'render', lambda *a, **k: calls.append(1))
+    app.view('tab', 5)
+    with pytest.raises(Superseded):
+        app.tile_png('liif', 37, 52, 0, 0, 'tab', 4)
+    assert calls == []
+
+
+def test_a_view_change_stops_a_tile_between_chunks(tmp_path, monkeypatch):
+    app = tiny_app(tmp_path)
+    app.renderer.chunk = 16
+    model, chunks = app.renderer.model, []
+
+    def query(*args, **kwargs):
+        chunks.append(1)
+        if len(chunks) == 2:
+            app.view('tab', 2)           # the page zoomed again while this tile renders
+        return type(model).query(model, *args, **kwargs)
+
+    monkeypatch.setattr(model, 'query', query)
+    with pytest.raises(Superseded):
+        app.tile_png('liif', 37, 52, 0, 0, 'tab', 1)
+    assert len(chunks) == 2              # 256 queries would have taken 16 chunks
+
+
+@pytest.mark.parametrize('args, match', [
+    (('liif', 9, 14, 0, 0, 'tab', 1), 'below the input'),
+    (('liif', 10 ** 9, 14, 0, 0, 'tab', 1), "beyond the viewer's limit of 641 px"),
+    (('liif', 37, 52, 3, 0, 'tab', 1), 'outside'),
+    (('liif', 37, 52, 0, -1, 'tab', 1), 'outside'),
+    (('sharp', 37, 52, 0, 0, 'tab', 1), 'kind must be'),
+    (('liif', 37, 52, 0, 0, '../x', 1), 'client must'),
+])
+def test_absurd_tile_requests_are_one_400(tmp_path, args, match):
+    with pytest.raises(RequestError, match=match) as e:
+        tiny_app(tmp_path).tile_png(*args)
+    assert e.value.status == 400
+
+
+def test_bicubic_tiles_are_matlab_bicubic_of_the_same_view(tmp_path):
+    app = tiny_app(tmp_path)
+    png = app.tile_png('bicubic', 37, 52, 0, 1, 'tab', 1)
+    assert decode(png).shape == (16, 16, 3)
+
+
+def test_save_writes_the_demo_pixels_once_at_a_time(tmp_path):
+    app = tiny_app(tmp_path)
+    job = app.start_save(25, 35)
+    with pytest.raises(RequestError, match='running already') as e:
+        app.start_save(25, 35)
+    assert e.value.status == 409
+    for _ in range(200):
+        if app.save_job.state != 'running':
+            break
+        time.sleep(0.05)
+    assert job.state == 'done', job.message
+    assert job.path == os.path.join(str(tmp_path), 'img_35x25.png')
+    saved = np.asarray(Image.open(job.path))
+    assert np.array_equal(saved, upscale_to_uint8(app.renderer.model, app.inp, (25, 35)))
+    assert unused_path(str(tmp_path), 'img_35x25', '.png').endswith('img_35x25_2.png')  # never replaced
+
+
+@pytest.mark.parametrize('size', [(9, 14), (10, 13), (10 ** 6, 10 ** 6), (1 << 19, 20)])
+def test_save_refuses_sizes_below_the_input_or_beyond_the_limit(tmp_path, size):
+    with pytest.raises(RequestError, match='at least the input') as e:
+        tiny_app(tmp_path).start_save(*size)
+    assert e.value.status == 400
+
+
+def test_build_app_checks_the_input_before_loading_anything(tmp_path, monkeypatch):
+    ckpt = save_model(tmp_path / 'tiny.pth', TINY_LIIF)
+    fp32 = Precision(None, 'asked for')
+    with pytest.raises(UserError, match='save folder does not exist'):
+        build_app(str(tmp_path / 'nope.png'), ckpt, torch.device('cpu'), fp32, str(tmp_path / 'missing'))
+    with pytest.raises(UserError, match='image not found'):
+        build_app(str(tmp_path / 'nope.png'), ckpt, torch.device('cpu'), fp32, str(tmp_path))
+    big = tmp_path / 'big.png'
+    Image.new('RGB', (300, 200)).save(big)
+    monkeypatch.setattr(viewer_app, 'MAX_INPUT_PIXELS', 300 * 200 - 1)
+    with pytest.raises(UserError, match=r'big.png is 300x200: .* at most 0.1 Mpx'):
+        build_app(str(big), ckpt, torch.device('cpu'), fp32, str(tmp_path))
+
+
+def test_build_app_serves_a_thin_image_as_demo_does(tmp_path):
+    ckpt = save_model(tmp_path / 'tiny.pth', TINY_LIIF)
+    thin = tmp_path / 'thin.png'
+    Image.fromarray(np.full((2, 30, 3), (200, 10, 10), np.uint8)).save(thin)
+    app = build_app(str(thin), ckpt, torch.device('cpu'), Precision(None, 'asked for'), str(tmp_path))
+    assert app.info()['width'] == 30 and app.info()['height'] == 2
+    tile = decode(app.tile_png('liif', 8, 120, 0, 0, 'tab', 1))
+    assert tile.shape == (8, 120, 3)
+    want = upscale_to_uint8(app.renderer.model, app.inp, (8, 120), norm=app.renderer.norm)
+    assert np.array_equal(tile[:, :16], want[:, :16])
