@@ -2,6 +2,7 @@
 
     python benchmarks/precision_accuracy.py                     # Set5, x2 x3 x4, bf16 (a few minutes on 2 cores)
     python benchmarks/precision_accuracy.py --sets Set5,Set14 --precisions bf16,fp16
+    python benchmarks/precision_accuracy.py --sets B100 --limit 20   # the first 20 images (sorted names)
 
 Per set and scale: the LR is MATLAB bicubic of the HR (cropped to a multiple of the scale), the
 model upscales it in fp32 and under autocast; printed are the mean PSNR (Y, shave s, as the
@@ -56,6 +57,7 @@ def main() -> None:
     parser.add_argument('--data', default=DATA, help='folder holding <set>/HR/*.png')
     parser.add_argument('--model', default=MODEL)
     parser.add_argument('--threads', type=int, default=None)
+    parser.add_argument('--limit', type=int, default=None, help='only the first N images of each set (sorted names)')
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -63,13 +65,13 @@ def main() -> None:
     print(f"torch {torch.__version__}, CPU capability {torch.backends.cpu.get_cpu_capability()}, native bf16:"
           f" {cpu_native_bf16() or 'no'}, {torch.get_num_threads()} threads, query path {model.query_mode}")
     precisions = args.precisions.split(',')
-    head = (f"{'set':>6} {'scale':>5} {'prec':>5} {'PSNR fp32':>9} {'dPSNR dB':>9} {'8-bit changed':>13}"
+    head = (f"{'set':>6} {'images':>6} {'scale':>5} {'prec':>5} {'PSNR fp32':>9} {'dPSNR dB':>9} {'8-bit changed':>13}"
             f" {'max lv':>6} {'fp32 s':>7} {'prec s':>7} {'slowdown':>8}")
     print(head)
     print('-' * len(head))
     for name in args.sets.split(','):
         folder = os.path.join(args.data, name, 'HR')
-        files = sorted(os.path.join(folder, f) for f in os.listdir(folder))
+        files = sorted(os.path.join(folder, f) for f in os.listdir(folder))[:args.limit]
         for scale in (int(s) for s in args.scales.split(',')):
             protocol = Protocol('benchmark', scale)
             stats = {p: {'psnr': [], 'changed': 0, 'max': 0, 's': 0.0} for p in ['fp32'] + precisions}
@@ -93,7 +95,7 @@ def main() -> None:
             base = float(np.mean(stats['fp32']['psnr']))
             for p in precisions:
                 s = stats[p]
-                print(f"{name:>6} x{scale:<4} {p:>5} {base:9.4f} {float(np.mean(s['psnr'])) - base:+9.4f}"
+                print(f"{name:>6} {len(files):6d} x{scale:<4} {p:>5} {base:9.4f} {float(np.mean(s['psnr'])) - base:+9.4f}"
                       f" {100 * s['changed'] / values:12.3f}% {s['max']:6d} {stats['fp32']['s']:7.2f}"
                       f" {s['s']:7.2f} {s['s'] / stats['fp32']['s']:7.2f}x", flush=True)
 

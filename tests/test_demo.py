@@ -106,9 +106,10 @@ def test_gray_sixteen_bit_and_palette(files):
     assert np.abs(g16 / 257 - g8).max() <= 1  # same picture: 8-bit * 257 gives the same model input
 
 
-def test_memory_is_bounded_by_the_output(tmp_path):
+@pytest.mark.parametrize('precision', ['fp32', 'bf16'])
+def test_memory_is_bounded_by_the_output(tmp_path, precision):
     """A x40 upscale (1920 x 1920) of a LIIF with an MLP, through the default fast query path, needs
-    little more than its 8-bit output: no whole-image float tensors."""
+    little more than its 8-bit output in every precision: no whole-image float tensors."""
     Image.open(shared_path('benchmark', 'Set5', 'HR', 'bird.png')).crop((0, 0, 48, 48)).save(tmp_path / 'in.png')
     model = save_model(tmp_path / 'tiny.pth', TINY_LIIF)
     loaded = load_sr_model(model, torch.device('cpu'))
@@ -119,7 +120,8 @@ def test_memory_is_bounded_by_the_output(tmp_path):
     peaks = {}
     for scale in (1, 40):
         proc = subprocess.run([sys.executable, '-c', code, '--input', str(tmp_path / 'in.png'), '--model', model,
-                               '--scale', str(scale), '--output', str(tmp_path / f'x{scale}.bmp')],
+                               '--scale', str(scale), '--output', str(tmp_path / f'x{scale}.bmp'),
+                               '--precision', precision],
                               cwd=ROOT, capture_output=True, text=True, env={**os.environ, 'OMP_NUM_THREADS': '1'})
         assert proc.returncode == 0, proc.stderr
         peaks[scale] = int(proc.stdout.split()[-1]) * 1024

@@ -73,6 +73,28 @@ def test_fast_equals_reference_liif(flags, rows_per_pass, monkeypatch):
     assert (fast - ref).abs().max() <= 1e-6 * max(1.0, ref.abs().max().item())
 
 
+@pytest.mark.parametrize('flags', [FLAGS[0], FLAGS[-1]], ids=['111', '000'])
+def test_fast_row_blocks_of_a_chunk_equal_reference(flags, monkeypatch):
+    """CPU chunks run their MLP in row blocks (here 37 per thread, the last one of a chunk short)."""
+    monkeypatch.setattr(fast_query, 'ROWS_PER_PASS', 400)
+    monkeypatch.setattr(fast_query, 'BLOCK_ROWS_PER_THREAD', 37)
+    assert fast_query.block_rows() % 37 == 0 and 400 % fast_query.block_rows() != 0
+    model = tiny(**flags).eval()
+    inp = torch.rand(2, 3, 6, 9) * 2 - 1
+    coord, cell = queries(2, 6, 9, (17, 22))
+    ref, fast = both_paths(model, inp, coord, cell)
+    assert (fast - ref).abs().max() <= 1e-6 * max(1.0, ref.abs().max().item())
+
+
+def test_ones_column_kept_across_reuse_and_width_changes():
+    """The ones column is filled once per buffer and width, and is 1 in every view handed out."""
+    scratch, like = fast_query.Scratch(), torch.empty(0)
+    for rows, cols in [(10, 5), (12, 4), (3, 4), (20, 5), (6, 5)]:  # same size, new width, smaller, larger
+        buf = fast_query.ones_buffer(scratch, 'a', rows, cols, like)
+        assert buf.shape == (rows, cols + 1) and torch.equal(buf[:, -1], torch.ones(rows))
+        buf[:, :-1] = 3.0  # what a layer writes beside the column
+
+
 def test_fast_equals_reference_without_imnet_and_with_a_single_layer():
     inp = torch.rand(2, 3, 5, 7) * 2 - 1
     coord, cell = queries(2, 5, 7, (9, 13))
