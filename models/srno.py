@@ -176,6 +176,9 @@ class SRNO(ImplicitSR):
         if band_rows < 1:
             raise ValueError(f"band_rows must be positive, not {band_rows}")
         n, count = state.feat.shape[0], rows.numel() * cols.numel()
+        if band_rows >= rows.numel():  # the whole grid fits in one band: one pass, the plain call
+            yield 0, self.query(state, _grid(rows, cols, n), cell)
+            return
         bands = [(r0, min(rows.numel(), r0 + band_rows)) for r0 in range(0, rows.numel(), band_rows)]
         sums: List[torch.Tensor] = []
         for layer in (self.conv0, self.conv1):
