@@ -431,3 +431,52 @@ def test_warmup_cosine_resumes_in_closed_form(tmp_path, tiny):
     cut = tmp_path / 'save' / 'cut'
     assert train(tmp_path, *base, '--name', 'cut', '--resume', str(cut / 'epoch-last.pth')) == 0
     _same_runs(tmp_path / 'save' / 'full', cut)
+
+
+SHORT_CONFIGS = sorted(p for p in os.listdir(os.path.join(ROOT, 'configs', 'train-local')) if p.endswith('-short.yaml'))
+
+
+def _shrunk(cfg):
+    """A train-local config cut to a couple of tiny steps: 2 training images, 1 validation image, 8 px crops."""
+    def shrink_folder(spec):
+        if spec['name'] == 'image-folder':
+            spec['args'].update(first_k=2, repeat=1)
+        for sub in spec.get('args', {}).get('datasets', []):
+            shrink_folder(sub)
+    for section in ('train_dataset', 'val_dataset'):
+        shrink_folder(cfg[section]['dataset'])
+        wargs = cfg[section]['wrapper']['args']
+        wargs['inp_size'] = 8
+        if 'sample_q' in wargs:
+            wargs['sample_q'] = 64  # = inp_size^2, which LMF's training routine needs
+        cfg[section]['batch_size'] = 2
+    cfg['val_dataset']['dataset']['args']['first_k'] = 2
+    cfg.update(device='cpu', epoch_max=1, num_workers=0, epoch_save=None)
+    if cfg.get('warmup_cosine_lr'):
+        cfg['epoch_max'] = cfg['warmup_cosine_lr']['warmup_epochs'] + 1
+    return cfg
+
+
+@pytest.mark.parametrize('name', SHORT_CONFIGS)
+def test_every_short_local_config_trains(name, tmp_path):
+    """Each configs/train-local/*-short.yaml (one per method) runs through train_liif.py, shrunk to 1 step."""
+    assert {'train_edsr-baseline-liif-short.yaml', 'train_edsr-baseline-lte-short.yaml', 'train_rdn-lte-short.yaml',
+            'train_swinir-lte-short.yaml', 'train_edsr-baseline-lte-fast-short.yaml', 'train_edsr-sronet-short.yaml',
+            'train_edsr-baseline-lmliif-short.yaml', 'train_edsr-baseline-lmlte-short.yaml'} <= set(SHORT_CONFIGS)
+    with open(os.path.join(ROOT, 'configs', 'train-local', name)) as f:
+        cfg = yaml.safe_load(f)
+    for section in ('train_dataset', 'val_dataset'):  # the configs read ../shared relative to the root
+        text = json.dumps(cfg[section]).replace('../shared/data/', shared_path() + '/')
+        cfg[section] = json.loads(text)
+    path = tmp_path / 'short.yaml'
+    cfg = _shrunk(cfg)
+    path.write_text(yaml.safe_dump(cfg))
+    torch.manual_seed(0)
+    assert train_liif.main(['--config', str(path), '--save-root', str(tmp_path / 'save')]) == 0
+    run = tmp_path / 'save' / 'short'
+    records = [json.loads(line) for line in (run / 'metrics.jsonl').read_text().splitlines()]
+    assert len(records) == cfg['epoch_max'] and all(math.isfinite(r['train_loss']) and math.isfinite(r['val_psnr'])
+                                                    for r in records)
+    ckpt = load_checkpoint(run / 'epoch-last.pth')
+    assert ckpt['model']['name'] == cfg['model']['name']
+    assert load_model(run / 'epoch-last.pth') is not None
