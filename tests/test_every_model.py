@@ -3,14 +3,23 @@
 A model registered without an entry here fails test_every_registered_model_has_a_tiny_spec, so a
 new model cannot skip these checks.
 """
+import json
+import math
+import os
+
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
+import demo
 import models
-from inference.bounded import encoder_tile, recommended_test_time, upscale
+from inference.bounded import encoder_tile, recommended_test_time, upscale, upscale_to_uint8
 from inference.loading import load_sr_model
 from models.implicit import ImplicitSR
 from utils.checkpoint import save_checkpoint
+from tests.conftest import ROOT, shared_path
+from tests.helpers import load_script, save_model
 from utils.coord import make_cell, make_coord
 
 EDSR = {'name': 'edsr-baseline', 'args': {'n_resblocks': 1, 'n_feats': 8, 'no_upsampling': True}}
@@ -148,3 +157,34 @@ def test_tiled_encoder_and_bf16_autocast_work_as_for_liif(name):
     # bf16 keeps ~3 significant digits: errors of a few 1e-3 on outputs of magnitude ~1, not more
     err = (low - whole).abs().max().item()
     assert 0 < err <= 0.05, err
+
+
+@pytest.mark.parametrize('name', sorted(SR_MODELS))
+def test_demo_test_and_eval_suite_run_every_model(name, tmp_path, capsys):
+    """demo.py, test.py and scripts/eval_suite.py take a checkpoint of each model; demo's pixels are upscale's."""
+    torch.manual_seed(0)
+    ckpt = save_model(tmp_path / f'{name}.pth', {'name': name, 'args': SR_MODELS[name]})
+    model = load_sr_model(ckpt, torch.device('cpu'))
+    img = Image.open(shared_path('benchmark', 'Set5', 'HR', 'bird.png')).convert('RGB').crop((60, 60, 84, 80))
+    img.save(tmp_path / 'in.png')
+    demo.main(['--input', str(tmp_path / 'in.png'), '--model', ckpt, '--scale', '2.5',
+               '--output', str(tmp_path / 'out.png'), '--gpu', 'cpu'])
+    inp = torch.from_numpy(np.asarray(img).copy()).permute(2, 0, 1).float().div(255).unsqueeze(0)
+    want = upscale_to_uint8(model, (inp - 0.5) / 0.5, (50, 60), test_time=recommended_test_time(model))
+    got = np.asarray(Image.open(tmp_path / 'out.png'))
+    assert got.shape == (50, 60, 3) and np.abs(got.astype(int) - want).max() <= 1
+    # a one-image "Set5" (a 48 x 40 crop) in the layout the paper's test configs read
+    hr = tmp_path / 'data' / 'benchmark' / 'Set5' / 'HR'
+    hr.mkdir(parents=True)
+    Image.open(shared_path('benchmark', 'Set5', 'HR', 'bird.png')).convert('RGB').crop((40, 40, 88, 80)).save(
+        hr / 'bird.png')
+    config = os.path.join(ROOT, 'configs', 'test', 'test-set5-2.yaml')
+    load_script('test.py').main(['--config', config, '--model', ckpt, '--gpu', 'cpu',
+                                 '--data-root', str(tmp_path / 'data'), '--lr-cache', str(tmp_path / 'lr')])
+    psnr = float(capsys.readouterr().out.strip().split('psnr: ')[-1])
+    assert math.isfinite(psnr) and psnr > 0
+    load_script('scripts/eval_suite.py').main(['--model', ckpt, '--suite', 'benchmark', '--sets', 'Set5',
+                                               '--scales', '2', '--data-root', str(tmp_path / 'data'),
+                                               '--lr-cache', str(tmp_path / 'lr'), '--out', str(tmp_path / 'suite')])
+    report = json.loads((tmp_path / 'suite' / 'benchmark.json').read_text())
+    assert report['results']['Set5']['2']['psnr'] == pytest.approx(psnr, abs=5.1e-5)  # test.py prints 4 decimals
