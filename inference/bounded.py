@@ -51,8 +51,8 @@ def _queries_per_call(model: torch.nn.Module, max_mem_mb: float) -> int:
     return min(1 << 20, max(1024, int(max_mem_mb * 2 ** 20 / 4 / bytes_per_query(model))))
 
 
-def _table_mb(max_mem_mb: float) -> float:
-    # the fast path's per-code table gets a quarter of the budget
+def table_budget_mb(max_mem_mb: float) -> float:
+    """The part of a working-memory budget that a fast path's per-code table may take (a quarter)."""
     return max_mem_mb / 4
 
 
@@ -109,7 +109,7 @@ def batched_predict(model: torch.nn.Module, inp: torch.Tensor, coord: torch.Tens
     with autocast(inp.device, amp):
         for i in range(0, coord.shape[1], bsize):
             pred = model.query(feat, coord[:, i:i + bsize], cell[:, i:i + bsize],
-                               table_mb=_table_mb(max_mem_mb)).float()
+                               table_mb=table_budget_mb(max_mem_mb)).float()
             if out is None:
                 out = pred.new_empty(coord.shape[0], coord.shape[1], pred.shape[-1])
             out[:, i:i + bsize] = pred
@@ -169,7 +169,7 @@ def iter_upscale_bands(model: torch.nn.Module, inp: torch.Tensor, size: Sequence
         cell = torch.tensor(grid.cell, device=inp.device).expand_as(coord)
         with autocast(inp.device, amp):
             pred = model.query(feat, coord.expand(n, -1, -1), cell.expand(n, -1, -1),
-                               table_mb=_table_mb(max_mem_mb)).float()
+                               table_mb=table_budget_mb(max_mem_mb)).float()
         yield r0, pred.view(n, r1 - r0, w, -1).permute(0, 3, 1, 2)
 
 

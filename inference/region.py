@@ -13,7 +13,8 @@ from typing import Any, Callable, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from inference.bounded import DEFAULT_MAX_MEM_MB, encode_bounded, output_grid, recommended_test_time
+from inference.bounded import (DEFAULT_MAX_MEM_MB, encode_bounded, output_grid, recommended_test_time,
+                               table_budget_mb)
 from utils.amp import autocast
 from utils.image import float_to_u8
 from utils.imresize import RowResizer
@@ -80,7 +81,7 @@ class RegionRenderer:
             raise ValueError(f"RegionRenderer takes one image (1, 3, h, w), not {tuple(inp.shape)}")
         self.model, self.norm, self.amp = model, norm, amp
         # the fast path's table budget inference.bounded gives the same max_mem_mb
-        self.table_mb = max_mem_mb / 4
+        self.table_mb = table_budget_mb(max_mem_mb)
         self.chunk = CHUNK_QUERIES
         self.test_time = recommended_test_time(model) if test_time is None else test_time
         self.in_hw: Tuple[int, int] = tuple(inp.shape[-2:])
