@@ -60,7 +60,7 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     p.add_argument('--bsize', type=int, default=30000, help="queries per model call (bounds memory)")
     p.add_argument('--precision', default='fp32', metavar='{fp32,bf16,fp16,auto}',
                    help="arithmetic of the model (default fp32); auto: bf16 on CUDA or a CPU with native bf16 "
-                        "matmuls, else fp32. bf16 changes a few 8-bit values by 1-2 levels (README, Speed)")
+                        "matmuls, else fp32. bf16 changes about 12% of the 8-bit values by 1-3 levels (README, Speed)")
     testtime.add_arguments(p)
     p.add_argument('--trust-checkpoint', action='store_true',
                    help="load a checkpoint holding arbitrary Python objects (runs code from the file)")
