@@ -253,6 +253,21 @@ def test_constructor_errors():
         models.make({'name': 'lte', 'args': {'encoder_spec': SMALL_ENCODER}})
 
 
+def _train_briefly(cfg, tmp_path, name):
+    """Run train_liif.py on cfg for one epoch; check its metrics; return (reloaded model, fresh model, Adam state)."""
+    path = tmp_path / f'{name}.yaml'
+    path.write_text(yaml.safe_dump(cfg))
+    torch.manual_seed(0)
+    assert train_liif.main(['--config', str(path), '--save-root', str(tmp_path / 'save')]) == 0
+    run = tmp_path / 'save' / name
+    records = [json.loads(line) for line in (run / 'metrics.jsonl').read_text().splitlines()]
+    assert len(records) == 1 and math.isfinite(records[0]['train_loss']) and math.isfinite(records[0]['val_psnr'])
+    fresh = models.make(cfg['model'])
+    adam = load_checkpoint(run / 'epoch-last.pth')['optimizer']['sd']['state']
+    assert len(adam) == sum(p.requires_grad for p in fresh.parameters())  # every weight but the frozen mean shift
+    return load_model(run / 'epoch-last.pth'), fresh, adam
+
+
 def test_short_local_config_trains_through_train_liif(tmp_path):
     """configs/train-local/train_edsr-baseline-lte-short.yaml, shrunk to 4 steps: it trains every weight,
     validates and saves a checkpoint that loads as the released EDSR-baseline-LTE layout."""
@@ -266,19 +281,9 @@ def test_short_local_config_trains_through_train_liif(tmp_path):
         cfg[section]['wrapper']['args'].update(inp_size=16, sample_q=256)
         cfg[section]['batch_size'] = 2
     cfg.update(device='cpu', epoch_max=1, num_workers=0)
-    path = tmp_path / 'short.yaml'
-    path.write_text(yaml.safe_dump(cfg))
-    torch.manual_seed(0)
-    assert train_liif.main(['--config', str(path), '--save-root', str(tmp_path / 'save')]) == 0
-    run = tmp_path / 'save' / 'short'
-    records = [json.loads(line) for line in (run / 'metrics.jsonl').read_text().splitlines()]
-    assert len(records) == 1 and math.isfinite(records[0]['train_loss']) and math.isfinite(records[0]['val_psnr'])
-    model = load_model(run / 'epoch-last.pth')
+    model, fresh, adam = _train_briefly(cfg, tmp_path, 'short')
     assert isinstance(model, LTE)
-    fresh = models.make(cfg['model'])
     assert list(model.state_dict()) == list(fresh.state_dict())
-    adam = load_checkpoint(run / 'epoch-last.pth')['optimizer']['sd']['state']
-    assert len(adam) == sum(p.requires_grad for p in fresh.parameters())  # every weight but the frozen mean shift
     assert {int(s['step']) for s in adam.values()} == {4}  # 4 + 4 images in batches of 2
 
 
@@ -296,16 +301,6 @@ def test_lte_fast_config_trains_in_the_grid_layout_through_train_liif(tmp_path):
         cfg[section]['wrapper']['args'].update(inp_size=12)
         cfg[section]['batch_size'] = 2
     cfg.update(device='cpu', epoch_max=1, num_workers=0, multi_step_lr=None)
-    path = tmp_path / 'fast.yaml'
-    path.write_text(yaml.safe_dump(cfg))
-    torch.manual_seed(0)
-    assert train_liif.main(['--config', str(path), '--save-root', str(tmp_path / 'save')]) == 0
-    run = tmp_path / 'save' / 'fast'
-    records = [json.loads(line) for line in (run / 'metrics.jsonl').read_text().splitlines()]
-    assert len(records) == 1 and math.isfinite(records[0]['train_loss']) and math.isfinite(records[0]['val_psnr'])
-    model = load_model(run / 'epoch-last.pth')
+    model, fresh, adam = _train_briefly(cfg, tmp_path, 'fast')
     assert model.query_layout == 'grid'
-    adam = load_checkpoint(run / 'epoch-last.pth')['optimizer']['sd']['state']
-    fresh = models.make(cfg['model'])
-    assert len(adam) == sum(p.requires_grad for p in fresh.parameters())
     assert {int(s['step']) for s in adam.values()} == {2}  # 4 images in batches of 2
