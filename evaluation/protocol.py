@@ -137,6 +137,13 @@ def make_test_loader(test_spec: Dict[str, Any], protocol: Protocol, lr_cache: st
     return DataLoader(dataset, batch_size=int(spec.get('batch_size', 1)), shuffle=False, num_workers=0)
 
 
+def _as_norm(norm: Union[DataNorm, Mapping[str, Any], None]) -> DataNorm:
+    """A predictor's normalisation: a DataNorm as given, a data_norm mapping read as one, None as none."""
+    if norm is None:
+        return IDENTITY
+    return norm if isinstance(norm, DataNorm) else DataNorm.from_mapping(norm)
+
+
 def liif_predictor(model: torch.nn.Module, norm: Union[DataNorm, Mapping[str, Any], None],
                    bsize: Optional[int], amp: Optional[str] = None,
                    test_time: TestTime = NO_TEST_TIME) -> Predictor:
@@ -146,10 +153,7 @@ def liif_predictor(model: torch.nn.Module, norm: Union[DataNorm, Mapping[str, An
     default, no normalisation). amp: 'bf16' / 'fp16' autocast, None for fp32 (the protocol's).
     test_time: cell enlargement / window padding (inference.bounded.choose_test_time).
     """
-    if norm is None:
-        norm = IDENTITY
-    elif not isinstance(norm, DataNorm):
-        norm = DataNorm.from_mapping(norm)
+    norm = _as_norm(norm)
 
     def predict(inp: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
         # bsize None: query chunks sized from inference.bounded's memory budget
@@ -172,7 +176,7 @@ def row_chunked_predictor(model: torch.nn.Module, norm: Union[DataNorm, Mapping[
         raise UserError(f"row chunks must be positive, not {rows}")
     if test_time.window:
         raise UserError("the authors' row-chunked evaluation has no window padding: pass --window none")
-    norm = IDENTITY if norm is None else norm if isinstance(norm, DataNorm) else DataNorm.from_mapping(norm)
+    norm = _as_norm(norm)
 
     def predict(inp: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
         n, (h, w) = inp.shape[0], inp.shape[-2:]
