@@ -24,7 +24,7 @@ PAD = 8
 class OriginalFrameQueries:
     """A model fed an edge-padded image, queried in the coordinates of the image before padding.
 
-    Everything but query and query_grid_bands (encode, encoder, feat, the code table...) is the wrapped model's own.
+    Everything but query, query_int8 and query_grid_bands (encode, encoder, feat, the code table...) is the wrapped model's own.
     """
 
     def __init__(self, model: Any, factors: Tuple[float, float]):
@@ -42,6 +42,12 @@ class OriginalFrameQueries:
         """The wrapped model's query at the same points of the picture: coordinates scaled into the padded frame."""
         f = coord.new_tensor(self.factors)
         return self.inner.query(feat, coord * f, None if cell is None else cell * f, **options)
+
+    def query_int8(self, feat: torch.Tensor, coord: torch.Tensor, cell: Optional[torch.Tensor] = None,
+                   **options: Any) -> torch.Tensor:
+        """The wrapped model's int8 query at the same points of the picture (scaled as query)."""
+        f = coord.new_tensor(self.factors)
+        return self.inner.query_int8(feat, coord * f, None if cell is None else cell * f, **options)
 
     def query_grid_bands(self, state: Any, rows: torch.Tensor, cols: torch.Tensor, cell: torch.Tensor,
                          band_rows: int) -> Any:

@@ -14,14 +14,17 @@ coord, cell): nothing to invalidate after weight edits, nothing shared between t
 DataParallel replicas, nothing unpicklable left on the model.
 """
 import contextlib
+import functools
+import warnings
 from dataclasses import dataclass, field
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from models.sampling import BORDER_EPS, corner_shifts, corner_weights, nearest_index
+from utils.amp import cpu_flags
 from utils.coord import coord_seq
 
 QUERY_MODES = ('fast', 'reference')
@@ -212,6 +215,7 @@ class Layers:
 
     modules: List[nn.Module]
     bias_rows: Optional[BiasRowLayers] = None
+    uses_ones_column = True  # run's input carries the ones column when it runs on scratch buffers
 
     def run(self, x: torch.Tensor, scratch: Optional[Scratch], out_t: Optional[torch.Tensor] = None) -> torch.Tensor:
         """x (M, K) through the modules; with scratch, x carries the ones column (M, K + 1) and out_t may take the result."""
@@ -222,6 +226,102 @@ class Layers:
         if torch.is_grad_enabled():
             return run_layers_split(x, self.modules, rows_per_pass(x.device))
         return run_layers(x, self.modules)
+
+
+# ---- int8 hidden layers (CPU) --------------------------------------------------------------------
+# The viewer's reduced precision on CPUs without native bf16: each hidden Linear (+ its ReLU) as one
+# fbgemm dynamic-int8 product (weights int8 per output channel, activations int8 per block of rows,
+# int32 accumulation, dequantisation, bias and ReLU in the same kernel); the first layer (the table)
+# and the last, 3-wide one stay fp32. Measured (benchmarks/precision_accuracy.py --precisions int8):
+# ~1.6x the fp32 query stage on a 2-core AVX-512 VNNI CPU, 8-bit outputs within a few levels of fp32.
+# The activation scale is per block of rows, so values depend (within that error) on which queries
+# share a call: an int8 region is close to, not equal to, the same crop of an int8 whole image.
+INT8_OPS = ('linear_prepack', 'linear_dynamic', 'linear_relu_dynamic')
+# CPU flags of int8 dot products that accumulate in int32 (no int16 saturation): activations may use all 8 bits
+VNNI_FLAGS = ('avx512_vnni', 'avx_vnni')
+
+
+@functools.lru_cache(maxsize=None)
+def int8_unavailable() -> Optional[str]:
+    """Why this torch build cannot run the int8 hidden layers on this CPU, or None if it can."""
+    missing = [op for op in INT8_OPS if not hasattr(torch.ops.quantized, op)]
+    if missing:
+        return f"this torch has no quantized.{missing[0]} op"
+    try:
+        layers = Int8Layers.of([nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 3)])
+        layers.run(torch.ones(2, 8), None)
+    except (RuntimeError, NotImplementedError) as e:
+        return f"this torch's int8 kernels fail here ({str(e).splitlines()[0][:120]})"
+    return None
+
+
+@dataclass
+class Int8Layers:
+    """An MLP's Linear/ReLU modules after its first layer, with every Linear but the last in dynamic int8."""
+
+    steps: List[Tuple[str, object]]  # ('relu', None), ('int8', packed weights), ('int8_relu', ...), ('fp32', Linear)
+    reduce_range: bool
+    uses_ones_column = False  # the table, and every input to run, has no ones column
+
+    @classmethod
+    def of(cls, modules: Sequence[nn.Module]) -> 'Int8Layers':
+        """Quantise the modules' weights (int8, a scale per output channel; the bias stays fp32)."""
+        last = max(i for i, m in enumerate(modules) if isinstance(m, nn.Linear))
+        steps, i = [], 0
+        while i < len(modules):
+            m = modules[i]
+            if isinstance(m, nn.ReLU):
+                steps.append(('relu', None))
+            elif i == last:
+                steps.append(('fp32', m))
+            else:
+                fused = i + 1 < len(modules) and isinstance(modules[i + 1], nn.ReLU)
+                steps.append(('int8_relu' if fused else 'int8', _pack_int8(m)))
+                i += fused
+            i += 1
+        # without VNNI, fbgemm multiplies u8 x s8 pairs into saturating int16: 7-bit activations avoid overflow
+        return cls(steps, reduce_range=not any(flag in cpu_flags() for flag in VNNI_FLAGS))
+
+    def run(self, x: torch.Tensor, scratch: Optional[Scratch], out_t: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """x (M, K) fp32 through the layers (x may be overwritten): (M, D); with out_t (D, M) written there."""
+        ops = torch.ops.quantized
+        for kind, step in self.steps:
+            if kind == 'relu':
+                x = x.relu_()
+            elif kind == 'int8_relu':
+                x = ops.linear_relu_dynamic(x, step, self.reduce_range)
+            elif kind == 'int8':
+                x = ops.linear_dynamic(x, step, self.reduce_range)
+            elif out_t is not None:  # (D, K) @ x^T, as BiasRowLayers does for a narrow last layer
+                bias = step.bias.view(-1, 1) if step.bias is not None else torch.zeros(1, 1)
+                return torch.addmm(bias, step.weight, x.t(), out=out_t).t()
+            else:
+                x = F.linear(x, step.weight, step.bias)
+        return x if out_t is None else out_t.copy_(x.t()).t()
+
+
+def check_int8(feat: torch.Tensor, params: Iterator[torch.Tensor]) -> None:
+    """ValueError unless an int8 query of feat can run: CPU, int8 kernels, no autocast, nothing to differentiate."""
+    if feat.device.type != 'cpu':
+        raise ValueError(f"the int8 query runs on the CPU, not {feat.device.type}")
+    reason = int8_unavailable()
+    if reason:
+        raise ValueError(f"the int8 query cannot run: {reason}")
+    if _autocast_enabled(feat.device):
+        raise ValueError("the int8 query does not mix with autocast")
+    if torch.is_grad_enabled() and (feat.requires_grad or any(p.requires_grad for p in params)):
+        raise ValueError("the int8 query is for inference: it has no gradients (use torch.no_grad)")
+
+
+def _pack_int8(linear: nn.Linear) -> object:
+    """linear's weights quantised symmetrically per output channel and packed for fbgemm (bias fp32)."""
+    w = linear.weight.detach().float()
+    scale = (w.abs().amax(dim=1).clamp_min(1e-12) / 127).double()
+    with warnings.catch_warnings():  # torch marks the quantized-tensor API for a later removal: int8_unavailable asks
+        warnings.simplefilter('ignore')
+        qw = torch.quantize_per_channel(w, scale, torch.zeros(w.shape[0], dtype=torch.long), 0, torch.qint8)
+    bias = None if linear.bias is None else linear.bias.detach().float()
+    return torch.ops.quantized.linear_prepack(qw, bias)
 
 
 # ---- the per-code table --------------------------------------------------------------------------
@@ -407,7 +507,7 @@ def _run(plan: _Plan, feat: torch.Tensor, coord: torch.Tensor, extra: Optional[t
 class _LiifPlan(_Plan):
     """LIIF's first layer split into the code part (the table) and the offset / cell part."""
 
-    layers: Layers  # the MLP after its first layer
+    layers: Union[Layers, Int8Layers]  # the MLP after its first layer
     offset_weight: torch.Tensor  # first-layer weights on rel and rel_cell: (hidden, 2 or 4)
     shifts: torch.Tensor  # (P, 1, 1, 2)
     row_centres: torch.Tensor  # the codes' centre coordinates
@@ -417,7 +517,7 @@ class _LiifPlan(_Plan):
 
     def table_conv(self, ones_column: bool) -> TableConv:
         """The code part of the first layer, with the ones channel if the MLP runs on scratch buffers."""
-        return self.conv.with_ones_channel() if ones_column else self.conv
+        return self.conv.with_ones_channel() if ones_column and self.layers.uses_ones_column else self.conv
 
     def row_span(self, coord: torch.Tensor, extra: Optional[torch.Tensor]) -> Tuple[int, int]:
         """Rows of the codes around the topmost and bottommost queries (the same float ops as choose)."""
@@ -459,9 +559,14 @@ class _LiifPlan(_Plan):
 
 
 def liif_query(model: nn.Module, feat: torch.Tensor, coord: torch.Tensor, cell: Optional[torch.Tensor],
-               table_mb: float = DEFAULT_TABLE_MB) -> torch.Tensor:
-    """LIIF's query through the per-code table of its first layer: (N, Q, out_dim), the same values up to rounding."""
+               table_mb: float = DEFAULT_TABLE_MB, int8: bool = False) -> torch.Tensor:
+    """LIIF's query through the per-code table of its first layer: (N, Q, out_dim), the same values up to rounding.
+
+    int8: the hidden layers in dynamic int8 (Int8Layers; CPU inference without autocast only).
+    """
     modules = mlp_layers(model.imnet)
+    if int8:
+        check_int8(feat, model.imnet.parameters())
     first = modules[0]
     _, c, h, w = feat.shape
     k = 3 if model.feat_unfold else 1
@@ -472,7 +577,7 @@ def liif_query(model: nn.Module, feat: torch.Tensor, coord: torch.Tensor, cell: 
         passes=4 if model.local_ensemble else 1,
         out_dim=[m for m in modules if isinstance(m, nn.Linear)][-1].out_features,
         params=list(model.imnet.parameters()),
-        layers=Layers(modules[1:]),
+        layers=Int8Layers.of(modules[1:]) if int8 else Layers(modules[1:]),
         offset_weight=first.weight[:, ncode:],
         shifts=corner_shifts(h, w, model.local_ensemble, coord).view(-1, 1, 1, 2),
         row_centres=coord_seq(h, device=coord.device),

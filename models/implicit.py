@@ -81,6 +81,15 @@ class ImplicitSR(nn.Module):
         """Whether query_fast handles this configuration."""
         return False
 
+    def has_int8_query(self) -> bool:
+        """Whether query_int8 handles this configuration (on a CPU whose torch has the int8 kernels)."""
+        return False
+
+    def query_int8(self, state: Any, coord: torch.Tensor, cell: Optional[torch.Tensor] = None,
+                   table_mb: float = fast_query.DEFAULT_TABLE_MB) -> torch.Tensor:
+        """query with the MLP's hidden layers in dynamic int8 (CPU inference): within a few 8-bit levels of query."""
+        raise NotImplementedError(f"{type(self).__name__} has no int8 query")
+
     def query_fast(self, feat: torch.Tensor, coord: torch.Tensor, cell: Optional[torch.Tensor],
                    table_mb: float) -> torch.Tensor:
         """query through models/fast_query.py: the same values up to float rounding."""

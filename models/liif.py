@@ -36,6 +36,17 @@ class LIIF(ImplicitSR):
         """query through the per-code table of the MLP's first layer (models/fast_query.py)."""
         return fast_query.liif_query(self, feat, coord, cell, table_mb)
 
+    def has_int8_query(self) -> bool:
+        """The int8 query is the fast path's with int8 hidden layers."""
+        return self.has_fast_path()
+
+    def query_int8(self, feat: torch.Tensor, coord: torch.Tensor, cell: Optional[torch.Tensor] = None,
+                   table_mb: float = fast_query.DEFAULT_TABLE_MB) -> torch.Tensor:
+        """The fast path with the hidden layers in dynamic int8 (models/fast_query.py, Int8Layers)."""
+        if not self.has_int8_query():
+            raise NotImplementedError("the int8 query needs an MLP that is a plain Linear/ReLU stack")
+        return fast_query.liif_query(self, feat, coord, cell, table_mb, int8=True)
+
     def query_reference(self, feat: torch.Tensor, coord: torch.Tensor,
                         cell: Optional[torch.Tensor] = None) -> torch.Tensor:
         """LIIF.md's query function: each corner's code, offset and cell through the whole MLP, then blended."""

@@ -278,11 +278,18 @@ def test_thin_padding_keeps_the_output_grid():
         def query(self, feat, coord, cell, **options):
             seen.append((coord, cell))
 
+        def query_int8(self, feat, coord, cell, **options):
+            seen.append((coord, cell))
+
     coord = make_coord((2, 3))
-    OriginalFrameQueries(Probe(), padded.model.factors).query(None, coord, make_cell(coord, (2, 3)))
+    wrapped = OriginalFrameQueries(Probe(), padded.model.factors)
+    wrapped.query(None, coord, make_cell(coord, (2, 3)))
+    wrapped.query_int8(None, coord, make_cell(coord, (2, 3)))   # the viewer's int8 tiles: the same points
     big = make_coord((18, 19)).view(18, 19, 2)[8:10, 8:11].reshape(-1, 2)
-    np.testing.assert_allclose(seen[0][0], big, atol=1e-6)
-    np.testing.assert_allclose(seen[0][1], make_cell(big, (18, 19)), atol=1e-6)
+    assert len(seen) == 2
+    for got_coord, got_cell in seen:
+        np.testing.assert_allclose(got_coord, big, atol=1e-6)
+        np.testing.assert_allclose(got_cell, make_cell(big, (18, 19)), atol=1e-6)
 
 
 def test_gpu_without_cuda_stops(files, monkeypatch):

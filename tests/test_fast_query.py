@@ -408,3 +408,36 @@ def test_encode_and_query_are_the_pure_interface():
         assert torch.equal(model.query_rgb(coord, cell), out) and not torch.allclose(other, out)
     with pytest.raises(RuntimeError, match='gen_feat'):
         tiny().query_rgb(coord, cell)
+
+
+def test_int8_query_is_close_to_the_fast_query_and_only_for_inference():
+    torch.manual_seed(0)
+    model = tiny(imnet={'name': 'mlp', 'args': {'out_dim': 3, 'hidden_list': [64, 64, 64]}}).eval()
+    inp = torch.rand(1, 3, 7, 9) * 2 - 1
+    coord, cell = queries(1, 7, 9, (17, 23))
+    with torch.no_grad():
+        feat = model.encode(inp)
+        want = model.query(feat, coord, cell)
+        got = model.query_int8(feat, coord, cell)
+    err = (got - want).abs()
+    # int8 weights and activations: ~1% of the output's spread, not float rounding and not garbage
+    assert 1e-4 < err.mean() / want.std() < 0.02 and err.max() / want.std() < 0.1, (err.mean(), err.max(), want.std())
+    assert model.has_int8_query() and not tiny('metasr').has_int8_query()
+    with pytest.raises(ValueError, match='inference'):
+        model.query_int8(model.encode(inp), coord, cell)          # autograd on
+    with torch.no_grad(), torch.autocast('cpu', dtype=torch.bfloat16), pytest.raises(ValueError, match='autocast'):
+        model.query_int8(feat, coord, cell)
+
+
+def test_int8_layers_quantise_every_linear_but_the_last_and_fuse_their_relus():
+    torch.manual_seed(0)
+    modules = [torch.nn.Linear(16, 32), torch.nn.Linear(32, 32), torch.nn.ReLU(), torch.nn.Linear(32, 3)]
+    layers = fast_query.Int8Layers.of(modules)
+    assert [kind for kind, _ in layers.steps] == ['int8', 'int8_relu', 'fp32']
+    x = torch.randn(300, 16)
+    with torch.no_grad():
+        want = torch.nn.Sequential(*modules)(x)
+        got = layers.run(x.clone(), None)
+        got_t = layers.run(x.clone(), None, torch.empty(3, 300))   # the last layer written transposed
+    assert (got - want).abs().max() / want.std() < 0.05
+    torch.testing.assert_close(got_t, got, rtol=0, atol=1e-5)
