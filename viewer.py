@@ -15,7 +15,7 @@ from typing import List, Optional
 
 from inference.loading import select_device
 from utils import testtime
-from utils.amp import PRECISIONS, resolve_precision
+from utils.amp import VIEW_PRECISIONS, resolve_precision
 from utils.cli import run_cli
 from utils.errors import UserError
 from viewer_server.app import build_app
@@ -36,8 +36,10 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     p.add_argument('--host', default='127.0.0.1',
                    help="address to listen on (default 127.0.0.1: this machine only; 0.0.0.0 opens it to the network)")
     p.add_argument('--gpu', default=None, help="CUDA device number, or cpu (default: cuda:0 when present, else the CPU)")
-    p.add_argument('--precision', default='auto', choices=PRECISIONS,
-                   help="arithmetic of the model; auto (default): bf16 on CUDA or a CPU with native bf16, else fp32")
+    p.add_argument('--precision', default='auto', choices=VIEW_PRECISIONS,
+                   help="arithmetic of the model's tiles; auto (default): bf16 on CUDA or a CPU with native bf16, "
+                        "else int8 hidden layers (LIIF; ~1.6x fp32, within a few 8-bit levels), else fp32. "
+                        "Saved images are always computed as demo.py does (fp32 for int8)")
     p.add_argument('--save-dir', default='.', help="folder the save button writes to (default: the current one)")
     p.add_argument('--trust-checkpoint', action='store_true',
                    help="load a checkpoint holding arbitrary Python objects (runs code from the file)")
@@ -55,7 +57,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     if not os.path.isfile(checkpoint):
         raise UserError(f"checkpoint not found: {checkpoint}" + ('' if args.model else ": pass --model CKPT"))
     device = select_device(args.gpu)
-    precision = resolve_precision(args.precision, device)
+    precision = resolve_precision(args.precision, device, int8=True)
     app = build_app(args.input, checkpoint, device, precision, args.save_dir, testtime.flag_values(args),
                     args.trust_checkpoint)
     try:

@@ -15,6 +15,7 @@ import torch
 
 from inference.bounded import (DEFAULT_MAX_MEM_MB, encode_bounded, output_grid, recommended_test_time,
                                table_budget_mb)
+from models import fast_query
 from utils.amp import autocast
 from utils.image import float_to_u8
 from utils.imresize import RowResizer
@@ -23,6 +24,16 @@ from utils.testtime import TestTime, mirror_pad
 
 # queries per model call: ~0.1 s on a 2-core CPU, the granularity at which a stale request stops
 CHUNK_QUERIES = 8192
+GPU_CHUNK_QUERIES = 1 << 16
+
+
+def int8_unavailable(model: Any, device: torch.device) -> Optional[str]:
+    """Why a RegionRenderer of `model` on `device` cannot run int8, or None if it can."""
+    if torch.device(device).type != 'cpu':
+        return f"int8 runs on the CPU, not {torch.device(device).type}"
+    if not model.has_int8_query():
+        return f"{type(getattr(model, 'inner', model)).__name__} (this configuration) has no int8 query"
+    return fast_query.int8_unavailable()
 
 
 class Cancelled(Exception):
@@ -43,23 +54,30 @@ class Rect:
         return self.r1 - self.r0, self.c1 - self.c0
 
 
-def tile_count(size: Sequence[int], tile: int) -> Tuple[int, int]:
-    """(rows, cols) of tile x tile squares covering an H x W grid (the last ones cut by the edge)."""
-    return math.ceil(size[0] / tile), math.ceil(size[1] / tile)
+def tile_count(size: Sequence[int], tile: int, shift: Sequence[int] = (0, 0)) -> Tuple[int, int]:
+    """(rows, cols) of tile x tile squares covering an H x W grid whose tiles start `shift` px before it."""
+    return math.ceil((size[0] + shift[0]) / tile), math.ceil((size[1] + shift[1]) / tile)
 
 
-def tile_rect(size: Sequence[int], tile: int, i: int, j: int) -> Rect:
-    """The pixels of tile (row i, column j) of the H x W grid; ValueError outside the grid."""
-    rows, cols = tile_count(size, tile)
+def tile_rect(size: Sequence[int], tile: int, i: int, j: int, shift: Sequence[int] = (0, 0)) -> Rect:
+    """The pixels of tile (row i, column j) of the H x W grid; ValueError outside the grid or for a bad shift.
+
+    Tile (i, j) covers rows i*tile - shift[0] .. (i+1)*tile - shift[0] (and columns likewise) clipped
+    to the grid: a shift lets the page line tiles up with the view's corner (less overhang to render).
+    """
+    if not all(0 <= s < tile for s in shift):
+        raise ValueError(f"tile shift {tuple(shift)} must be 0..{tile - 1}")
+    rows, cols = tile_count(size, tile, shift)
     if not (0 <= i < rows and 0 <= j < cols):
         raise ValueError(f"tile ({i}, {j}) is outside the {rows} x {cols} tiles of a {size[1]}x{size[0]} image")
-    return Rect(i * tile, j * tile, min(size[0], (i + 1) * tile), min(size[1], (j + 1) * tile))
+    return Rect(max(0, i * tile - shift[0]), max(0, j * tile - shift[1]),
+                min(size[0], (i + 1) * tile - shift[0]), min(size[1], (j + 1) * tile - shift[1]))
 
 
-def tiles_meeting(size: Sequence[int], tile: int, view: Rect) -> List[Tuple[int, int]]:
+def tiles_meeting(size: Sequence[int], tile: int, view: Rect, shift: Sequence[int] = (0, 0)) -> List[Tuple[int, int]]:
     """(i, j) of every tile that overlaps `view` (clipped to the grid), row by row."""
-    r0, c0 = max(0, view.r0), max(0, view.c0)
-    r1, c1 = min(size[0], view.r1), min(size[1], view.c1)
+    r0, c0 = max(0, view.r0) + shift[0], max(0, view.c0) + shift[1]
+    r1, c1 = min(size[0], view.r1) + shift[0], min(size[1], view.c1) + shift[1]
     if r0 >= r1 or c0 >= c1:
         return []
     return [(i, j) for i in range(r0 // tile, (r1 - 1) // tile + 1) for j in range(c0 // tile, (c1 - 1) // tile + 1)]
@@ -74,15 +92,20 @@ class RegionRenderer:
     """
 
     def __init__(self, model: torch.nn.Module, inp: torch.Tensor, norm: DataNorm = DEMO, amp: Optional[str] = None,
-                 test_time: Optional[TestTime] = None, max_mem_mb: float = DEFAULT_MAX_MEM_MB):
+                 test_time: Optional[TestTime] = None, max_mem_mb: float = DEFAULT_MAX_MEM_MB, int8: bool = False):
         if not getattr(model, 'pointwise', True):
             raise ValueError(f"{type(model).__name__} is not pointwise: a region of it is not a crop of its upscale")
         if inp.dim() != 4 or inp.shape[0] != 1:
             raise ValueError(f"RegionRenderer takes one image (1, 3, h, w), not {tuple(inp.shape)}")
-        self.model, self.norm, self.amp = model, norm, amp
+        if int8 and (amp is not None or int8_unavailable(model, inp.device)):
+            raise ValueError(f"int8 regions need no autocast (amp {amp!r}) and an int8 query: "
+                             f"{int8_unavailable(model, inp.device) or 'it has one'}")
+        self.model, self.norm, self.amp, self.int8 = model, norm, amp, int8
         # the fast path's table budget inference.bounded gives the same max_mem_mb
         self.table_mb = table_budget_mb(max_mem_mb)
-        self.chunk = CHUNK_QUERIES
+        # int8 packs its weights once per query call (~3 ms): one call per 128 px tile (~0.07 s of int8 work);
+        # a GPU renders a 256 px tile in one call of a few ms, where the per-call overhead is what counts
+        self.chunk = GPU_CHUNK_QUERIES if inp.device.type == 'cuda' else CHUNK_QUERIES * (2 if int8 else 1)
         self.test_time = recommended_test_time(model) if test_time is None else test_time
         self.in_hw: Tuple[int, int] = tuple(inp.shape[-2:])
         self.device = inp.device
@@ -96,6 +119,7 @@ class RegionRenderer:
         """The model's output (rows, cols, 3), normalised space, at the pixels `rect` of the (H, W) grid.
 
         should_stop() is asked before each chunk of queries (default self.chunk): once true, Cancelled is raised.
+        With int8 the values are within a few 8-bit levels of the fp32 ones, not a crop of them.
         """
         chunk = chunk or self.chunk
         grid = output_grid(self.in_hw, size, self.model_hw, self.test_time, self.device)
@@ -103,12 +127,13 @@ class RegionRenderer:
                             dim=-1).view(1, -1, 2)
         cell = torch.tensor(grid.cell, device=self.device).expand_as(coord)
         pred = torch.empty(coord.shape[1], 3, device=self.device)
+        query = self.model.query_int8 if self.int8 else self.model.query
         with torch.inference_mode(), autocast(self.device, self.amp):
             for q0 in range(0, coord.shape[1], chunk):
                 if should_stop is not None and should_stop():
                     raise Cancelled()
-                pred[q0:q0 + chunk] = self.model.query(self.state, coord[:, q0:q0 + chunk], cell[:, q0:q0 + chunk],
-                                                       table_mb=self.table_mb)[0].float()
+                pred[q0:q0 + chunk] = query(self.state, coord[:, q0:q0 + chunk], cell[:, q0:q0 + chunk],
+                                            table_mb=self.table_mb)[0].float()
         return pred.view(*rect.shape, 3)
 
     def render(self, size: Sequence[int], rect: Rect, should_stop: Optional[Callable[[], bool]] = None,

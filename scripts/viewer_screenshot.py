@@ -23,7 +23,7 @@ from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from utils.amp import resolve_precision  # noqa: E402
+from utils.amp import VIEW_PRECISIONS, resolve_precision  # noqa: E402
 from utils.cli import run_cli  # noqa: E402
 from utils.errors import UserError  # noqa: E402
 from viewer_server.app import ViewerApp, build_app  # noqa: E402
@@ -91,7 +91,8 @@ def zoom_and_wait(driver: webdriver.Chrome, zoom: float, at: Tuple[float, float]
                   timeout: float) -> Dict[str, Any]:
     """Zoom to `zoom` about the CSS point `at` and wait until the page shows that grid's exact tiles."""
     driver.execute_script("window.viewer.zoomTo(arguments[0], arguments[1], arguments[2])", zoom, *at)
-    return wait_for(driver, lambda s: s['exact'] and s['grid'] == grid, timeout)
+    return wait_for(driver, lambda s: s['exact'] and s['grid'] is not None
+                    and (s['grid']['H'], s['grid']['W']) == (grid['H'], grid['W']), timeout)
 
 
 def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
@@ -103,6 +104,7 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     p.add_argument('--zoom', type=float, default=3.7)
     p.add_argument('--size', default='900,560', help="browser viewport W,H")
     p.add_argument('--split', type=float, default=0.4, help="bicubic | LIIF split position (0 = no bicubic)")
+    p.add_argument('--precision', default='auto', choices=VIEW_PRECISIONS, help="as viewer.py's")
     return p.parse_args(argv)
 
 
@@ -111,7 +113,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     args = parse_args(argv)
     width, height = (int(v) for v in args.size.split(','))
     device = torch.device('cpu')
-    app = build_app(args.input, args.model, device, resolve_precision('auto', device), ROOT)
+    app = build_app(args.input, args.model, device, resolve_precision(args.precision, device, int8=True), ROOT)
     server = start_server(app)
     driver = start_browser(width, height)
     try:
@@ -128,8 +130,8 @@ def main(argv: Optional[List[str]] = None) -> None:
         driver.quit()
         server.shutdown()
     Image.open(io.BytesIO(png)).convert('RGB').save(args.output, optimize=True)
-    print(f"wrote {args.output}: x{args.zoom} view exact after {state['viewMs'] / 1000:.1f} s "
-          f"(first tile {state['firstTileMs'] / 1000:.2f} s)")
+    print(f"wrote {args.output}: {state['width']}x{state['height']} canvas at x{args.zoom}, {app.info()['precision']}: "
+          f"exact after {state['viewMs'] / 1000:.1f} s (first tile {state['firstTileMs'] / 1000:.2f} s)")
 
 
 if __name__ == '__main__':

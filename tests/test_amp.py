@@ -26,8 +26,24 @@ def test_cpu_flags_reads_the_flags_line(tmp_path):
 def test_auto_is_fp32_without_native_bf16_and_says_why(no_bf16_cpu):
     assert cpu_native_bf16() is None
     got = resolve_precision('auto', CPU)
-    assert got == Precision(None, "auto: no native bf16 on this cpu (bf16 would be emulated, slower than fp32)")
+    assert got == Precision(None, "auto: no native bf16 on this cpu (bf16 would be emulated, slower than fp32)",
+                            auto=True)
     assert got.name == 'fp32'
+
+
+def test_auto_for_the_viewer_is_int8_without_native_bf16(no_bf16_cpu):
+    got = resolve_precision('auto', CPU, int8=True)
+    assert (got.amp, got.int8, got.auto, got.name) == (None, True, True, 'int8')
+    assert got.reason.startswith("auto: no native bf16 on this CPU; int8")
+
+
+def test_int8_is_the_viewers_cpu_choice_only(no_bf16_cpu):
+    assert resolve_precision('int8', CPU, int8=True) == Precision(None, "asked for", int8=True)
+    with pytest.raises(UserError, match=r"^--precision int8 is for the CPU; on cuda use bf16 or fp32$"):
+        resolve_precision('int8', torch.device('cuda'), int8=True)
+    with pytest.raises(UserError, match=r"^--precision must be one of fp32, bf16, fp16, auto, not 'int8'$"):
+        resolve_precision('int8', CPU)  # demo.py / test.py: no int8
+    assert resolve_precision('auto', torch.device('cuda'), int8=True).amp == 'bf16'
 
 
 @pytest.mark.parametrize('flags,capability,reason', [
@@ -39,7 +55,8 @@ def test_auto_is_bf16_with_native_bf16(monkeypatch, flags, capability, reason):
     monkeypatch.setattr(amp, 'cpu_flags', lambda: frozenset(flags))
     monkeypatch.setattr(torch.backends.cpu, 'get_cpu_capability', lambda: capability)
     assert cpu_native_bf16() == reason
-    assert resolve_precision('auto', CPU) == Precision('bf16', f"auto: the CPU has native bf16 ({reason})")
+    assert resolve_precision('auto', CPU) == Precision('bf16', f"auto: the CPU has native bf16 ({reason})", auto=True)
+    assert resolve_precision('auto', CPU, int8=True).amp == 'bf16'  # native bf16 first
 
 
 def test_auto_on_cuda_is_bf16(no_bf16_cpu):

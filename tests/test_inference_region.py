@@ -48,6 +48,27 @@ def test_tiles_meeting_a_view_are_those_it_overlaps():
     assert len(tiles_meeting(size, tile, Rect(0, 0, 70, 41))) == 15
 
 
+def test_shifted_tiles_cover_the_grid_once_and_line_up_with_the_shift():
+    size, tile, shift = (70, 41), 16, (5, 11)
+    assert tile_count(size, tile, shift) == (5, 4)    # ceil(75 / 16), ceil(52 / 16)
+    seen = np.zeros(size, int)
+    for i in range(5):
+        for j in range(4):
+            r = tile_rect(size, tile, i, j, shift)
+            seen[r.r0:r.r1, r.c0:r.c1] += 1
+    assert (seen == 1).all()
+    assert tile_rect(size, tile, 0, 0, shift) == Rect(0, 0, 11, 5)       # cut by the grid's top-left
+    assert tile_rect(size, tile, 1, 1, shift) == Rect(11, 5, 27, 21)     # whole, starting at 16 - shift
+    assert tile_rect(size, tile, 4, 3, shift) == Rect(59, 37, 70, 41)
+    # the page's choice: a tile edge at the view's corner, so a view of whole tiles needs no more
+    view = Rect(27, 21, 59, 37)
+    assert [tile_rect(size, tile, *ij, shift) for ij in tiles_meeting(size, tile, view, shift)] == [
+        Rect(27, 21, 43, 37), Rect(43, 21, 59, 37)]
+    for bad in ((16, 0), (0, -1)):
+        with pytest.raises(ValueError, match='shift'):
+            tile_rect(size, tile, 0, 0, bad)
+
+
 @pytest.mark.parametrize('test_time', [TestTime(), TestTime(cell_max_scale=2.0, window=4)])
 def test_every_tile_is_the_crop_of_the_whole_upscale(test_time):
     inp = torch.rand(1, 3, 9, 13) * 2 - 1
@@ -82,6 +103,35 @@ def test_bundled_model_tiles_are_the_demo_pixels():
     whole = upscale_to_uint8(loaded.model, inp, size, norm=loaded.norm)
     for r in (tile_rect(size, 32, 0, 0), tile_rect(size, 32, 2, 1), Rect(17, 29, 40, 61)):
         assert np.array_equal(renderer.render(size, r), whole[r.r0:r.r1, r.c0:r.c1]), r
+
+
+def levels(a: np.ndarray, b: np.ndarray):
+    """(PSNR in dB, share of values that differ, largest difference) of two uint8 images."""
+    d = a.astype(np.float64) - b.astype(np.float64)
+    return 10 * np.log10(255 ** 2 / max((d ** 2).mean(), 1e-12)), (d != 0).mean(), np.abs(d).max()
+
+
+def test_bundled_model_int8_tiles_are_within_a_few_levels_of_the_demo_pixels():
+    loaded = load_sr(BUNDLED, torch.device('cpu'), DEMO, 'demo')
+    rgb = read_image(os.path.join(ROOT, 'assets', 'sample.png')).rgb[:, 40:88, 60:124]
+    inp = loaded.norm.inp(rgb.unsqueeze(0))
+    renderer = RegionRenderer(loaded.model, inp, loaded.norm, int8=True)
+    size = (round(48 * 3.7), round(64 * 3.7))     # 178 x 237
+    whole = upscale_to_uint8(loaded.model, inp, size, norm=loaded.norm)
+    r = Rect(10, 20, 170, 230)
+    psnr, changed, worst = levels(renderer.render(size, r), whole[r.r0:r.r1, r.c0:r.c1])
+    # measured: 58.9 dB, 8.4% of values changed, at most 1 level
+    assert psnr > 50 and worst <= 6, (psnr, changed, worst)
+    assert changed > 0.01                         # int8 really ran
+
+
+def test_int8_renderer_refuses_autocast_and_models_without_an_int8_query():
+    inp = torch.rand(1, 3, 8, 8)
+    with pytest.raises(ValueError, match='autocast'):
+        tiny_renderer(inp, amp='bf16', int8=True)
+    metasr = models.make({'name': 'metasr', 'args': {'encoder_spec': TINY_LIIF['args']['encoder_spec']}}).eval()
+    with pytest.raises(ValueError, match='MetaSR'):
+        RegionRenderer(metasr, inp, int8=True)
 
 
 class CountingModel(torch.nn.Module):

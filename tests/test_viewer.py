@@ -59,7 +59,8 @@ def test_the_page_zoomed_to_x3_7_shows_the_upscale_of_that_region(tmp_path):
     crop = tmp_path / 'crop.png'
     Image.open(os.path.join(ROOT, 'assets', 'sample.png')).convert('RGB').crop((60, 40, 132, 88)).save(crop)
     device = torch.device('cpu')
-    app = build_app(str(crop), BUNDLED, device, resolve_precision('auto', device), str(tmp_path))
+    # fp32 here (the viewer's own 'auto' may pick int8 tiles): the page must show the upscale's own pixels
+    app = build_app(str(crop), BUNDLED, device, resolve_precision('fp32', device), str(tmp_path))
     server = web.start_server(app)
     driver = web.start_browser(220, 173)   # a 220 x 140 canvas
     try:
@@ -81,6 +82,8 @@ def test_the_page_zoomed_to_x3_7_shows_the_upscale_of_that_region(tmp_path):
     ox, oy, h, w = state['ox'], state['oy'], state['height'], state['width']
     assert shown.shape == (h, w, 3) and (state['sx'], state['sy']) == (266 / 72, 178 / 48)
     assert 0 < ox and ox + w < 266 and 0 < oy and oy + h < 178, state   # a region inside the image
+    # the grid's tiles start at the view's corner (shifted tiles, drawn where they belong: checked below)
+    assert (state['grid']['shiftY'], state['grid']['shiftX']) == ((-oy) % 128, (-ox) % 128), state
     want = upscale_to_uint8(app.renderer.model, app.inp, (178, 266), norm=app.renderer.norm)[oy:oy + h, ox:ox + w]
     assert np.abs(shown.astype(int) - want).max() <= 1
     assert os.path.getsize(tmp_path / 'viewer_x3.7.png') > 1000

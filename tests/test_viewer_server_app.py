@@ -17,7 +17,7 @@ from utils.amp import Precision
 from utils.errors import UserError
 from utils.norm import DEMO
 from viewer_server import app as viewer_app
-from viewer_server.app import (Generations, RequestError, Superseded, TileCache, TurnTaker, ViewerApp, build_app,
+from viewer_server.app import (Generations, ModelThread, RequestError, Superseded, TileCache, ViewerApp, build_app,
                                unused_path)
 
 
@@ -55,8 +55,8 @@ def test_generations_grow_and_forget_old_clients():
     assert len(gens._latest) == 2 and gens.is_current('tab1', 0)
 
 
-def test_turns_go_in_arrival_order_and_stale_waiters_leave():
-    turns, order = TurnTaker(), []
+def test_model_thread_jobs_go_in_arrival_order_on_one_thread_and_stale_waiters_leave():
+    turns, order = ModelThread(), []
     gate = threading.Event()
     first = threading.Thread(target=turns.run, args=(lambda: (gate.wait(5), order.append('first')), lambda: False))
     first.start()
@@ -82,6 +82,7 @@ def test_turns_go_in_arrival_order_and_stale_waiters_leave():
     first.join(2)
     third.join(2)
     assert errors == ['cancelled'] and order == ['first', 'third']
+    assert len({turns.run(threading.get_ident, lambda: False) for _ in range(3)} | {threading.get_ident()}) == 2
 
 
 def test_a_tile_is_the_crop_of_the_upscale_and_is_cached(tmp_path):
@@ -93,6 +94,21 @@ def test_a_tile_is_the_crop_of_the_upscale_and_is_cached(tmp_path):
     assert np.array_equal(decode(png), whole[r.r0:r.r1, r.c0:r.c1])
     app.renderer = None                  # a second request must not render again
     assert app.tile_png('liif', *size, 1, 2, 'tab', 1) is png
+
+
+def test_a_shifted_tile_is_the_crop_of_the_upscale_at_its_own_pixels(tmp_path):
+    app = tiny_app(tmp_path)
+    size = (37, 52)
+    whole = upscale_to_uint8(app.renderer.model, app.inp, size)
+    for i, j in ((0, 0), (1, 2), (2, 3)):
+        r = tile_rect(size, 16, i, j, (5, 9))
+        png = app.tile_png('liif', *size, i, j, 'tab', 1, (5, 9))
+        assert np.array_equal(decode(png), whole[r.r0:r.r1, r.c0:r.c1]), (i, j)
+    # cached apart from the unshifted tile of the same index
+    assert decode(app.tile_png('liif', *size, 1, 2, 'tab', 1)).shape == (16, 16, 3)
+    with pytest.raises(RequestError, match='shift') as e:
+        app.tile_png('liif', *size, 0, 0, 'tab', 1, (16, 0))
+    assert e.value.status == 400
 
 
 def test_a_superseded_request_renders_nothing(tmp_path, monkeypatch):
@@ -190,3 +206,25 @@ def test_build_app_serves_a_thin_image_as_demo_does(tmp_path):
     assert tile.shape == (8, 120, 3)
     want = upscale_to_uint8(app.renderer.model, app.inp, (8, 120), norm=app.renderer.norm)
     assert np.array_equal(tile[:, :16], want[:, :16])
+
+
+def test_auto_precision_runs_int8_tiles_where_it_can_and_saves_fp32(tmp_path):
+    img = tmp_path / 'img.png'
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (10, 14, 3), dtype=np.uint8)).save(img)
+    auto_int8 = Precision(None, 'auto: test', int8=True, auto=True)
+    liif = build_app(str(img), save_model(tmp_path / 'liif.pth', TINY_LIIF), torch.device('cpu'), auto_int8,
+                     str(tmp_path))
+    assert liif.renderer.int8 and liif.info()['precision'] == 'int8 (saves fp32)'
+    metasr_spec = {'name': 'metasr', 'args': {'encoder_spec': TINY_LIIF['args']['encoder_spec']}}
+    metasr_ckpt = save_model(tmp_path / 'metasr.pth', metasr_spec)
+    metasr = build_app(str(img), metasr_ckpt, torch.device('cpu'), auto_int8, str(tmp_path))
+    assert not metasr.renderer.int8 and metasr.info()['precision'] == 'fp32'    # auto falls back
+    with pytest.raises(UserError, match=r'^--precision int8: MetaSR \(this configuration\) has no int8 query$'):
+        build_app(str(img), metasr_ckpt, torch.device('cpu'), Precision(None, 'asked for', int8=True), str(tmp_path))
+    job = liif.start_save(20, 28)
+    for _ in range(200):
+        if job.state != 'running':
+            break
+        time.sleep(0.05)
+    saved = np.asarray(Image.open(job.path).convert('RGB'))
+    assert np.array_equal(saved, upscale_to_uint8(liif.renderer.model, liif.inp, (20, 28)))  # the fp32 pixels

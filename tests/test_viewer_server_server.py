@@ -54,6 +54,8 @@ def test_serves_the_page_info_input_and_tiles(server):
     assert decode(get(server, '/api/input.png')[2]).shape == (10, 14, 3)
     status, ctype, body = get(server, '/api/tile?kind=liif&height=37&width=52&i=2&j=3&client=t&gen=1')
     assert status == 200 and ctype == 'image/png' and decode(body).shape == (5, 4, 3)
+    body = get(server, '/api/tile?kind=liif&height=37&width=52&i=2&j=3&sy=5&sx=9&client=t&gen=1')[2]
+    assert decode(body).shape == (10, 13, 3)     # rows 32 - 5 = 27..37, columns 48 - 9 = 39..52: cut by the grid
 
 
 @pytest.mark.parametrize('path, status, match', [
@@ -63,6 +65,8 @@ def test_serves_the_page_info_input_and_tiles(server):
     ('/api/tile?height=37&width=52&i=99&j=0&client=t&gen=1', 400, 'outside'),
     ('/api/tile?height=37&width=52&i=0&i=1&j=0&client=t&gen=1', 400, 'given 2 times'),
     ('/api/tile?height=37&width=52&i=0&j=0&client=t&gen=1&kind=x', 400, 'kind must be'),
+    ('/api/tile?height=37&width=52&i=0&j=0&sy=16&client=t&gen=1', 400, 'shift'),
+    ('/api/tile?height=37&width=52&i=0&j=0&sx=a&client=t&gen=1', 400, 'sx must be an integer'),
     ('/../../etc/passwd', 404, 'no such page'),
     ('/api/nothing', 404, 'no such page'),
 ])

@@ -7,7 +7,8 @@
 // pixel (y + oy, x + ox) of the upscale to (H, W). Tiles (tile x tile px of the grid, 128 by default) are asked for
 // nearest the pointer first, two at a time; each zoom starts a new view number (gen) that makes
 // the server drop what it was doing for the old one. Panning keeps the grid, so only tiles not yet
-// seen are asked for.
+// seen are asked for. A grid's tiles are lined up with the corner of the view it was first settled
+// in (shifted by shiftY, shiftX px), so the first view of a zoom renders little beyond the canvas.
 'use strict';
 (() => {
   const $ = (id) => document.getElementById(id);
@@ -21,7 +22,7 @@
   let info = null;
   let input = null;                     // the input image, for the preview
   const view = { sx: 1, sy: 1, ox: 0, oy: 0 };
-  let grid = null;                      // {H, W} of the settled view (null below x1)
+  let grid = null;                      // {H, W, shiftY, shiftX} of the settled view (null below x1)
   let prevGrid = null;                  // the grid shown before the last zoom: part of the preview
   let settled = false;
   let gen = 0;
@@ -36,9 +37,11 @@
   const cache = new Map();              // key -> ImageBitmap, oldest first
   const inflight = new Map();           // key -> AbortController
   const failed = new Set();
+  const shifts = new Map();             // 'HxW' -> {shiftY, shiftX}: the tile shift of a grid, kept for its later views
 
   const dpr = () => window.devicePixelRatio || 1;
-  const key = (kind, g, i, j) => `${kind}/${g.H}x${g.W}/${i},${j}`;
+  const key = (kind, g, i, j) => `${kind}/${g.H}x${g.W}+${g.shiftY},${g.shiftX}/${i},${j}`;
+  const mod = (a, n) => ((a % n) + n) % n;
 
   function cacheGet(k) {
     const b = cache.get(k);
@@ -124,6 +127,14 @@
     clampPan();
     view.ox = Math.round(view.ox);
     view.oy = Math.round(view.oy);
+    if (next) {
+      const id = `${next.H}x${next.W}`, t = info.tile;
+      // tile (i, j) starts at row i * t - shiftY: a tile edge on the canvas's top-left corner
+      if (!shifts.has(id)) {
+        shifts.set(id, { shiftY: view.oy > 0 ? mod(-view.oy, t) : 0, shiftX: view.ox > 0 ? mod(-view.ox, t) : 0 });
+      }
+      Object.assign(next, shifts.get(id));
+    }
     if (!sameGrid(next, grid)) {
       if (grid) prevGrid = grid;
       grid = next;
@@ -159,7 +170,10 @@
     const c0 = Math.max(0, view.ox / fx), c1 = Math.min(g.W, (canvas.width + view.ox) / fx);
     const r0 = Math.max(0, view.oy / fy), r1 = Math.min(g.H, (canvas.height + view.oy) / fy);
     if (c0 >= c1 || r0 >= r1) return { i0: 0, i1: 0, j0: 0, j1: 0 };
-    return { i0: Math.floor(r0 / t), i1: Math.ceil(r1 / t), j0: Math.floor(c0 / t), j1: Math.ceil(c1 / t) };
+    return {
+      i0: Math.floor((r0 + g.shiftY) / t), i1: Math.ceil((r1 + g.shiftY) / t),
+      j0: Math.floor((c0 + g.shiftX) / t), j1: Math.ceil((c1 + g.shiftX) / t),
+    };
   }
 
   function kindsShown() { return compare ? ['bicubic', 'liif'] : ['liif']; }
@@ -172,7 +186,7 @@
       for (let j = v.j0; j < v.j1; j++) {
         const k = key(kind, grid, i, j);
         if (cache.has(k) || inflight.has(k) || failed.has(k)) continue;
-        const cx = (j + 0.5) * t - view.ox, cy = (i + 0.5) * t - view.oy;
+        const cx = (j + 0.5) * t - grid.shiftX - view.ox, cy = (i + 0.5) * t - grid.shiftY - view.oy;
         out.push({ kind, i, j, k, d: (cx - a.x) ** 2 + (cy - a.y) ** 2 });
       }
     }
@@ -194,7 +208,8 @@
     const ctl = new AbortController();
     const g = grid;
     inflight.set(t.k, ctl);
-    const url = `api/tile?kind=${t.kind}&height=${g.H}&width=${g.W}&i=${t.i}&j=${t.j}&client=${client}&gen=${gen}`;
+    const url = `api/tile?kind=${t.kind}&height=${g.H}&width=${g.W}&i=${t.i}&j=${t.j}`
+      + `&sy=${g.shiftY}&sx=${g.shiftX}&client=${client}&gen=${gen}`;
     try {
       const r = await fetch(url, { signal: ctl.signal });
       if (r.ok) {
@@ -202,7 +217,7 @@
           { premultiplyAlpha: 'none', colorSpaceConversion: 'none' });
         cachePut(t.k, bitmap);
         if (t.kind === 'liif' && sameGrid(g, grid) && timing.first === null) timing.first = performance.now();
-        queueDraw();
+        tileArrived(t.kind, g, t.i, t.j, bitmap);
       } else if (r.status !== 409) {       // 409: superseded by a newer view, nothing to say
         failed.add(t.k);
         showError((await r.json().catch(() => ({}))).error || `tile: HTTP ${r.status}`);
@@ -230,19 +245,46 @@
   }
 
   function drawGrid(kind, g) {
-    const t = info.tile;
-    const fx = view.sx * info.width / g.W, fy = view.sy * info.height / g.H;
-    const exact = fx === 1 && fy === 1;
-    ctx.imageSmoothingEnabled = !exact;
     const v = visibleTiles(g);
     for (let i = v.i0; i < v.i1; i++) {
       for (let j = v.j0; j < v.j1; j++) {
         const b = cache.get(key(kind, g, i, j));
-        if (!b) continue;
-        if (exact) ctx.drawImage(b, j * t - view.ox, i * t - view.oy);
-        else ctx.drawImage(b, j * t * fx - view.ox, i * t * fy - view.oy, b.width * fx, b.height * fy);
+        if (b) drawTile(g, i, j, b);
       }
     }
+  }
+
+  function drawTile(g, i, j, b) {
+    const t = info.tile;
+    const fx = view.sx * info.width / g.W, fy = view.sy * info.height / g.H;
+    const exact = fx === 1 && fy === 1;
+    ctx.imageSmoothingEnabled = !exact;
+    const x0 = Math.max(0, j * t - g.shiftX), y0 = Math.max(0, i * t - g.shiftY);  // the tile's first pixel in the grid
+    if (exact) ctx.drawImage(b, x0 - view.ox, y0 - view.oy);
+    else ctx.drawImage(b, x0 * fx - view.ox, y0 * fy - view.oy, b.width * fx, b.height * fy);
+  }
+
+  // the part of the canvas each kind is drawn in: [kind, x0, x1]
+  function panes() {
+    const cut = compare ? Math.round(split * canvas.width) : 0;
+    return [['bicubic', 0, cut], ['liif', cut, canvas.width]].filter(([, x0, x1]) => x1 > x0);
+  }
+
+  // what a whole redraw depends on; while it is unchanged, an arriving tile is drawn alone (a whole
+  // redraw per tile scales the preview under it again, CPU the server needs on a small machine)
+  const drawnAs = () => `${view.sx},${view.sy},${view.ox},${view.oy},${canvas.width},${canvas.height},${compare},${split}`;
+  let drawn = '';
+
+  function tileArrived(kind, g, i, j, b) {
+    const pane = panes().find(([k]) => k === kind);
+    if (drawQueued || g !== grid || !settled || drawn !== drawnAs() || !pane) { queueDraw(); return; }
+    ctx.save();
+    ctx.beginPath();
+    ctx.rect(pane[1], 0, pane[2] - pane[1], canvas.height);
+    ctx.clip();
+    drawTile(g, i, j, b);
+    ctx.restore();
+    status();
   }
 
   function drawLayers(kind) {
@@ -260,8 +302,7 @@
     ctx.fillRect(0, 0, canvas.width, canvas.height);
     if (!info) return;
     const cut = compare ? Math.round(split * canvas.width) : 0;
-    for (const [kind, x0, x1] of [['bicubic', 0, cut], ['liif', cut, canvas.width]]) {
-      if (x1 <= x0) continue;
+    for (const [kind, x0, x1] of panes()) {
       ctx.save();
       ctx.beginPath();
       ctx.rect(x0, 0, x1 - x0, canvas.height);
@@ -271,6 +312,7 @@
     }
     $('split').hidden = !compare;
     $('split').style.left = `${(cut / canvas.width) * 100}%`;
+    drawn = drawnAs();
     status();
   }
 

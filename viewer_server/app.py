@@ -5,10 +5,11 @@ seen through a window; it is cut into TILE x TILE squares of that grid, so tile 
 exactly the crop of inference.bounded.upscale to (H, W) at rows i*TILE.., columns j*TILE.. .
 Every client (browser tab) numbers its views; a tile request carries the number of the view it
 is for, and work for an older view of the same client stops before it starts and between query
-chunks. Rendering takes turns in arrival order (one model computation at a time uses every
-core; the page asks for the tiles nearest the pointer first).
+chunks. Rendering runs on one model thread in arrival order (one model computation at a time uses
+every core; the page asks for the tiles nearest the pointer first).
 """
 import collections
+import concurrent.futures
 import io
 import logging
 import os
@@ -24,7 +25,7 @@ from PIL import Image
 
 from inference.bounded import choose_test_time, upscale_to_uint8
 from inference.loading import load_sr
-from inference.region import Cancelled, RegionRenderer, bicubic_region, tile_rect
+from inference.region import Cancelled, RegionRenderer, bicubic_region, int8_unavailable, tile_rect
 from inference.thin import pad_thin_input
 from utils.amp import Precision
 from utils.errors import UserError
@@ -117,35 +118,31 @@ class Generations:
             return self._latest.get(client, gen) <= gen
 
 
-class TurnTaker:
-    """Runs one job at a time, in arrival order; a waiting job whose request went stale leaves the line."""
+class ModelThread:
+    """Runs jobs one at a time, in arrival order, on one long-lived thread; a waiting job whose request went stale
+    leaves the line.
+
+    One thread for all torch work, loading and encoding included: torch's CPU thread pool belongs to the
+    thread that calls it, and once another long-lived thread has used its own, every call is slower
+    (measured on 2 cores, benchmarks/viewer_speed.py, int8: a whole view 4.9 s this way, 6.3 s when
+    the app was built on the main thread and the tiles rendered on this one).
+    """
 
     def __init__(self):
-        self._cond = threading.Condition()
-        self._next_ticket = 0
-        self._serving = 0
-        self._left: set = set()
+        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix='viewer-model')
 
     def run(self, job: Callable[[], Any], should_stop: Callable[[], bool]) -> Any:
-        """job() once every earlier job is done; Cancelled if should_stop() turns true while waiting."""
-        with self._cond:
-            ticket = self._next_ticket
-            self._next_ticket += 1
-            while self._serving != ticket:
-                if should_stop():
-                    self._left.add(ticket)
-                    self._cond.notify_all()
-                    raise Cancelled()
-                self._cond.wait(0.05)
-        try:
-            return job()
-        finally:
-            with self._cond:
-                self._serving += 1
-                while self._serving in self._left:  # tickets whose holders gave up waiting
-                    self._left.discard(self._serving)
-                    self._serving += 1
-                self._cond.notify_all()
+        """job() once every earlier job is done; Cancelled if should_stop() turns true before it starts.
+
+        A job that has started stops by itself (the renderer asks should_stop between chunks).
+        """
+        future = self._pool.submit(job)
+        while True:
+            try:
+                return future.result(timeout=0.05)
+            except concurrent.futures.TimeoutError:
+                if should_stop() and future.cancel():
+                    raise Cancelled() from None
 
 
 def png_bytes(rgb: np.ndarray) -> bytes:
@@ -169,13 +166,14 @@ class ViewerApp:
     """Answers the page's requests for one image: info, tiles of any view, saving the whole image."""
 
     def __init__(self, renderer: RegionRenderer, rgb: torch.Tensor, name: str, save_dir: str, about: Dict[str, str],
-                 inp: torch.Tensor, tile: int = TILE, max_zoom: float = MAX_ZOOM, cache_mb: float = CACHE_MB):
+                 inp: torch.Tensor, tile: int = TILE, max_zoom: float = MAX_ZOOM, cache_mb: float = CACHE_MB,
+                 model_thread: Optional[ModelThread] = None):
         self.renderer, self.rgb, self.name, self.save_dir = renderer, rgb, name, save_dir
         self.inp, self.tile, self.max_zoom, self.about = inp, tile, max_zoom, about
         self.size: Tuple[int, int] = tuple(rgb.shape[-2:])
         self.cache = TileCache(int(cache_mb * 2 ** 20))
         self.generations = Generations()
-        self.turns = TurnTaker()
+        self.model_thread = model_thread or ModelThread()
         self.save_job = SaveJob()
         self._save_lock = threading.Lock()
         self.input_png = png_bytes(float_to_u8(rgb.permute(1, 2, 0)).numpy())
@@ -201,18 +199,19 @@ class ViewerApp:
         """A client moved to view `gen`: its older requests stop. True if gen is its latest."""
         return self.generations.announce(check_client(client), gen)
 
-    def tile_png(self, kind: str, height: int, width: int, i: int, j: int, client: str, gen: int) -> bytes:
-        """Tile (i, j) of the (height, width) grid as PNG; Superseded if the client moved on first."""
+    def tile_png(self, kind: str, height: int, width: int, i: int, j: int, client: str, gen: int,
+                 shift: Tuple[int, int] = (0, 0)) -> bytes:
+        """Tile (i, j) of the (height, width) grid, tiles shifted by `shift`, as PNG; Superseded if the view moved on."""
         check_client(client)
         if kind not in KINDS:
             raise RequestError(400, f"kind must be one of {', '.join(KINDS)}, not {kind!r}")
         self.check_grid(height, width)
         size = (height, width)
         try:
-            rect = tile_rect(size, self.tile, i, j)
+            rect = tile_rect(size, self.tile, i, j, shift)
         except ValueError as e:
             raise RequestError(400, str(e)) from None
-        key = (kind, height, width, i, j)
+        key = (kind, height, width, *shift, i, j)
         data = self.cache.get(key)
         if data is not None:
             return data
@@ -223,10 +222,11 @@ class ViewerApp:
             return not self.generations.is_current(client, gen)
 
         try:
-            if kind == 'bicubic':  # cheap: no turn needed
-                rgb = bicubic_region(self.rgb, size, rect)
+            # bicubic too: any torch call off the model thread slows the model's later calls
+            if kind == 'bicubic':
+                rgb = self.model_thread.run(lambda: bicubic_region(self.rgb, size, rect), stale)
             else:
-                rgb = self.turns.run(lambda: self.renderer.render(size, rect, stale), stale)
+                rgb = self.model_thread.run(lambda: self.renderer.render(size, rect, stale), stale)
         except Cancelled:
             raise Superseded() from None
         data = png_bytes(rgb)
@@ -276,9 +276,31 @@ def unused_path(folder: str, stem: str, ext: str) -> str:
     return path
 
 
+def settle_int8(precision: Precision, model: torch.nn.Module, device: torch.device) -> Precision:
+    """precision, or fp32 where int8 was chosen by 'auto' but cannot run; int8 asked for but impossible: UserError."""
+    why = int8_unavailable(model, device) if precision.int8 else None
+    if why is None:
+        return precision
+    if precision.auto:
+        log.info("precision: fp32, not int8 (%s)", why)
+        return Precision(None, f"auto: fp32 ({why})", auto=True)
+    raise UserError(f"--precision int8: {why}")
+
+
 def build_app(input_path: str, checkpoint: str, device: torch.device, precision: Precision, save_dir: str,
               test_time_flags: Optional[Dict[str, Any]] = None, trusted: bool = False, tile: int = TILE) -> ViewerApp:
-    """Read the image, load the model, encode once: the ViewerApp; bad inputs are one-line UserErrors."""
+    """Read the image, load the model, encode once: the ViewerApp; bad inputs are one-line UserErrors.
+
+    All of it runs on the app's model thread, where every later model call runs (see ModelThread).
+    """
+    model_thread = ModelThread()
+    return model_thread.run(lambda: _build_app(input_path, checkpoint, device, precision, save_dir,
+                                               test_time_flags, trusted, tile, model_thread), lambda: False)
+
+
+def _build_app(input_path: str, checkpoint: str, device: torch.device, precision: Precision, save_dir: str,
+               test_time_flags: Optional[Dict[str, Any]], trusted: bool, tile: int,
+               model_thread: ModelThread) -> ViewerApp:
     if not os.path.isdir(save_dir):
         raise UserError(f"save folder does not exist: {save_dir}")
     img = read_image(input_path)
@@ -295,6 +317,7 @@ def build_app(input_path: str, checkpoint: str, device: torch.device, precision:
     if not getattr(model, 'pointwise', True):
         raise UserError(f"{type(model).__name__} renders whole grids, not regions: the viewer needs a pointwise "
                         "model (LIIF, MetaSR); use demo.py")
+    precision = settle_int8(precision, model, device)
     test_time = choose_test_time(model, test_time_flags or {})
     padded = pad_thin_input(model, img.rgb)
     model_rgb = img.rgb
@@ -302,10 +325,12 @@ def build_app(input_path: str, checkpoint: str, device: torch.device, precision:
         model, model_rgb = padded.model, padded.rgb
     inp = loaded.norm.inp(model_rgb.unsqueeze(0).to(device))
     start = time.perf_counter()
-    renderer = RegionRenderer(model, inp, loaded.norm, precision.amp, test_time)
+    renderer = RegionRenderer(model, inp, loaded.norm, precision.amp, test_time, int8=precision.int8)
     log.info("encoded %s (%dx%d) in %.1f s on %s, precision %s (%s), test-time options: %s", input_path, w, h,
              time.perf_counter() - start, device, precision.name, precision.reason, test_time.describe())
-    about = {'model': os.path.basename(checkpoint), 'device': str(device), 'precision': precision.name,
+    # the save runs upscale_to_uint8 as demo.py does: int8 is for the tiles only, a saved file is fp32
+    shown = f"{precision.name} (saves fp32)" if precision.int8 else precision.name
+    about = {'model': os.path.basename(checkpoint), 'device': str(device), 'precision': shown,
              'bicubic': "MATLAB imresize bicubic (a = -0.5), same pixel centres"}
     name = os.path.splitext(os.path.basename(input_path))[0]
-    return ViewerApp(renderer, img.rgb, name, save_dir, about, inp, tile=tile)
+    return ViewerApp(renderer, img.rgb, name, save_dir, about, inp, tile=tile, model_thread=model_thread)

@@ -3,7 +3,8 @@
     GET  /                  the page (viewer/index.html; viewer/*.js, *.css beside it)
     GET  /api/info          the image and model: sizes, tile side, zoom limit, precision
     GET  /api/input.png     the input image (the page's preview, and what it shows below x1)
-    GET  /api/tile?kind=liif|bicubic&height=H&width=W&i=I&j=J&client=C&gen=G    one tile, PNG
+    GET  /api/tile?kind=liif|bicubic&height=H&width=W&i=I&j=J&client=C&gen=G[&sy=R&sx=C]
+                            one tile, PNG (tiles start R rows / C columns before the grid; default 0)
     POST /api/view?client=C&gen=G                     the client moved to view G: older work stops
     POST /api/save  {"width": W, "height": H}         write the whole image at that size (202)
     GET  /api/save          the last save's state
@@ -129,8 +130,10 @@ class ViewerHandler(BaseHTTPRequestHandler):
         if url.path == '/api/input.png':
             return HTTPStatus.OK, 'image/png', app.input_png
         if url.path == '/api/tile':
+            shift = (int_param(q, 'sy', '0'), int_param(q, 'sx', '0'))
             data = app.tile_png(text_param(q, 'kind', 'liif'), int_param(q, 'height'), int_param(q, 'width'),
-                                int_param(q, 'i'), int_param(q, 'j'), text_param(q, 'client'), int_param(q, 'gen'))
+                                int_param(q, 'i'), int_param(q, 'j'), text_param(q, 'client'), int_param(q, 'gen'),
+                                shift)
             return HTTPStatus.OK, 'image/png', data
         if url.path == '/api/save':
             return HTTPStatus.OK, *json_body(vars(app.save_job))
@@ -179,9 +182,9 @@ def text_param(q: Dict[str, list], name: str, default: Optional[str] = None) -> 
     return values[0]
 
 
-def int_param(q: Dict[str, list], name: str) -> int:
-    """An integer query-string parameter of at most 12 digits; RequestError otherwise."""
-    text = text_param(q, name)
+def int_param(q: Dict[str, list], name: str, default: Optional[str] = None) -> int:
+    """An integer query-string parameter of at most 12 digits (default: required); RequestError otherwise."""
+    text = text_param(q, name, default)
     if not (text.lstrip('-').isdigit() and len(text) <= 12):
         raise RequestError(400, f"parameter {name} must be an integer, not {text[:40]!r}")
     return int(text)
