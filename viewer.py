@@ -38,7 +38,7 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     p.add_argument('--gpu', default=None, help="CUDA device number, or cpu (default: cuda:0 when present, else the CPU)")
     p.add_argument('--precision', default='auto', choices=VIEW_PRECISIONS,
                    help="arithmetic of the model's tiles; auto (default): bf16 on CUDA or a CPU with native bf16, "
-                        "else int8 hidden layers (LIIF; ~1.6x fp32, within a few 8-bit levels), else fp32. "
+                        "else int8 hidden layers (LIIF; ~1.5x fp32, within a few 8-bit levels), else fp32. "
                         "Saved images are always computed as demo.py does (fp32 for int8)")
     p.add_argument('--save-dir', default='.', help="folder the save button writes to (default: the current one)")
     p.add_argument('--trust-checkpoint', action='store_true',

@@ -1,14 +1,17 @@
-"""Accuracy and speed of reduced precision (bf16 / fp16 autocast) against fp32, with the bundled model.
+"""Accuracy and speed of reduced precision (bf16 / fp16 autocast, int8) against fp32, with the bundled model.
 
     python benchmarks/precision_accuracy.py                     # Set5, x2 x3 x4, bf16 (a few minutes on 2 cores)
     python benchmarks/precision_accuracy.py --sets Set5,Set14 --precisions bf16,fp16
     python benchmarks/precision_accuracy.py --sets B100 --limit 20   # the first 20 images (sorted names)
+    python benchmarks/precision_accuracy.py --sets Set5,Set14 --precisions int8   # the viewer's CPU tiles
 
 Per set and scale: the LR is MATLAB bicubic of the HR (cropped to a multiple of the scale), the
 model upscales it in fp32 and under autocast; printed are the mean PSNR (Y, shave s, as the
 benchmark protocol) in fp32 and its change, the share of 8-bit output values (all pixels and
 channels, the demo's rounding) that differ from fp32's, the largest such change in levels, and
-the seconds of each precision (query path as the demo runs it: the model's default).
+the seconds of each precision (query path as the demo runs it: the model's default). int8 is the
+viewer's: the whole image as one region of inference.region.RegionRenderer with int8 hidden layers
+(its fp32 row is the same renderer without int8, equal to the upscale up to float rounding).
 """
 import argparse
 import os
@@ -25,6 +28,7 @@ sys.path.insert(0, ROOT)
 from evaluation.protocol import Protocol  # noqa: E402
 from inference.bounded import upscale  # noqa: E402
 from inference.loading import load_sr  # noqa: E402
+from inference.region import Rect, RegionRenderer  # noqa: E402
 from utils.amp import AMP_DTYPES, cpu_native_bf16  # noqa: E402
 from utils.imresize import imresize  # noqa: E402
 from utils.norm import DEMO  # noqa: E402
@@ -40,11 +44,15 @@ def load_hr(path: str, scale: int) -> torch.Tensor:
     return torch.from_numpy(img[:h, :w]).permute(2, 0, 1).unsqueeze(0).contiguous()
 
 
-def run(model: torch.nn.Module, lr: torch.Tensor, size, amp) -> tuple:
-    """(output (1, 3, H, W) clamped to [0, 1], seconds) of the model on lr under amp."""
+def run(model: torch.nn.Module, lr: torch.Tensor, size, precision) -> tuple:
+    """(output (1, 3, H, W) clamped to [0, 1], seconds) of the model on lr in precision (None: fp32)."""
     t = time.perf_counter()
-    with torch.no_grad():
-        out = upscale(model, DEMO.inp(lr), size, amp=amp)
+    if precision == 'int8':
+        renderer = RegionRenderer(model, DEMO.inp(lr), DEMO, int8=True)
+        out = renderer.predict(size, Rect(0, 0, *size)).permute(2, 0, 1).unsqueeze(0)
+    else:
+        with torch.no_grad():
+            out = upscale(model, DEMO.inp(lr), size, amp=precision)
     out = DEMO.output(out.float(), channel_dim=-3).clamp(0, 1)
     return out, time.perf_counter() - t
 
@@ -53,7 +61,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--sets', default='Set5')
     parser.add_argument('--scales', default='2,3,4')
-    parser.add_argument('--precisions', default='bf16', help=f"comma list of {sorted(AMP_DTYPES)}")
+    parser.add_argument('--precisions', default='bf16', help=f"comma list of {sorted(AMP_DTYPES) + ['int8']}")
     parser.add_argument('--data', default=DATA, help='folder holding <set>/HR/*.png')
     parser.add_argument('--model', default=MODEL)
     parser.add_argument('--threads', type=int, default=None)

@@ -15,6 +15,7 @@ import os
 import sys
 import threading
 import time
+from typing import Tuple
 
 import torch
 
@@ -23,7 +24,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks.common import environment, sync  # noqa: E402
 from inference.region import Rect, tile_count, tile_rect, tiles_meeting  # noqa: E402
 from utils.amp import VIEW_PRECISIONS, resolve_precision  # noqa: E402
-from viewer_server.app import TILE, Superseded, build_app  # noqa: E402
+from viewer_server.app import Superseded, build_app  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -75,23 +76,25 @@ def render_view(app, size, view: Rect, shift, gen: int, in_flight: int = 2):
             sum(d[2] for d in done))
 
 
-def cancel_latency(app, size, shift, i, j) -> float:
-    """Seconds from a newer view being announced to the superseded tile's work stopping."""
-    stopped = {}
+def cancel_latency(app, size, shift, i, j) -> Tuple[float, str]:
+    """(seconds, how): when and how a tile in progress (started 20 ms before) ends after a newer view."""
+    ended = {}
 
     def work():
         try:
             app.tile_png('liif', *size, i, j, 'cancel', 1, shift)
+            ended['how'] = 'finished its last chunk'
         except Superseded:
-            stopped['at'] = time.perf_counter()
+            ended['how'] = 'stopped'
+        ended['at'] = time.perf_counter()
 
     thread = threading.Thread(target=work)
     thread.start()
-    time.sleep(0.1)
+    time.sleep(0.02)
     announced = time.perf_counter()
     app.view('cancel', 2)
     thread.join()
-    return stopped['at'] - announced if 'at' in stopped else float('nan')  # nan: it finished first
+    return ended['at'] - announced, ended['how']
 
 
 def main() -> None:
@@ -102,7 +105,7 @@ def main() -> None:
     p.add_argument('--zoom', type=float, default=10.0)
     p.add_argument('--view', default='1280,800', help="view W,H in device pixels")
     p.add_argument('--pan', type=int, default=256, help="pan to the right by this many pixels")
-    p.add_argument('--tile', type=int, default=TILE)
+    p.add_argument('--tile', type=int, default=None, help="tile side (default: the viewer's, 128 on a CPU, 256 on CUDA)")
     p.add_argument('--in-flight', type=int, default=2, help="tile requests at a time (the page sends 2)")
     p.add_argument('--unaligned', action='store_true',
                    help="tiles from the grid's corner, not lined up with the view's (the page before tile shifts)")
@@ -125,7 +128,7 @@ def main() -> None:
     print(f"{environment(args.device)}; load average {os.getloadavg()[0]:.1f}; precision {app.about['precision']} "
           f"({precision.reason})")
     print(f"{os.path.basename(args.input)} {w}x{h} at x{args.zoom:g}: grid {size[1]}x{size[0]}, view {vw}x{vh} "
-          f"({visible / 1e6:.2f} Mpx visible), tiles {args.tile} px, shifted {shift}")
+          f"({visible / 1e6:.2f} Mpx visible), tiles {app.tile} px, shifted {shift}")
     threads = torch.get_num_threads()
     # on a shared machine wall time depends on the neighbours: CPU seconds / threads is the idle-machine estimate
     print(f"(wall seconds as measured; in brackets CPU seconds of all threads / {threads}, the time on an idle "
@@ -148,7 +151,8 @@ def main() -> None:
     fresh = next(((i, j) for i in range(rows) for j in range(cols)
                   if app.cache.get(('liif', *size, *shift, i, j)) is None), None)
     if fresh is not None:
-        print(f"cancel: a superseded tile stops {cancel_latency(app, size, shift, *fresh):.2f} s after the newer view "
+        seconds, how = cancel_latency(app, size, shift, *fresh)
+        print(f"cancel: a newer view 20 ms into a tile: the tile {how} {seconds:.2f} s later "
               f"(checked between chunks of {app.renderer.chunk} queries)")
 
 

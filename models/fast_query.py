@@ -230,10 +230,11 @@ class Layers:
 
 # ---- int8 hidden layers (CPU) --------------------------------------------------------------------
 # The viewer's reduced precision on CPUs without native bf16: each hidden Linear (+ its ReLU) as one
-# fbgemm dynamic-int8 product (weights int8 per output channel, activations int8 per block of rows,
-# int32 accumulation, dequantisation, bias and ReLU in the same kernel); the first layer (the table)
-# and the last, 3-wide one stay fp32. Measured (benchmarks/precision_accuracy.py --precisions int8):
-# ~1.6x the fp32 query stage on a 2-core AVX-512 VNNI CPU, 8-bit outputs within a few levels of fp32.
+# dynamic-int8 product of torch's quantized CPU kernels (fbgemm / oneDNN; weights int8 per output
+# channel, activations int8 per block of rows, int32 accumulation, dequantisation, bias and ReLU in
+# the same kernel); the first layer (the table) and the last, 3-wide one stay fp32. Measured on a 2-core AVX-512 VNNI CPU, bundled model: the viewer's
+# tiles ~1.5x as fast as fp32 (benchmarks/viewer_speed.py); Set5 / Set14 at x2-x4 within 0.01 dB of fp32's
+# PSNR, 13-17% of 8-bit values changed, at most 4 levels (benchmarks/precision_accuracy.py --precisions int8).
 # The activation scale is per block of rows, so values depend (within that error) on which queries
 # share a call: an int8 region is close to, not equal to, the same crop of an int8 whole image.
 INT8_OPS = ('linear_prepack', 'linear_dynamic', 'linear_relu_dynamic')
@@ -248,8 +249,10 @@ def int8_unavailable() -> Optional[str]:
     if missing:
         return f"this torch has no quantized.{missing[0]} op"
     try:
-        layers = Int8Layers.of([nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 3)])
-        layers.run(torch.ones(2, 8), None)
+        with torch.random.fork_rng(devices=[]):  # the probe's initial weights leave the caller's RNG alone
+            layers = Int8Layers.of([nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 3)])
+        with torch.no_grad():
+            layers.run(torch.ones(2, 8), None)
     except (RuntimeError, NotImplementedError) as e:
         return f"this torch's int8 kernels fail here ({str(e).splitlines()[0][:120]})"
     return None

@@ -87,3 +87,15 @@ def test_the_page_zoomed_to_x3_7_shows_the_upscale_of_that_region(tmp_path):
     want = upscale_to_uint8(app.renderer.model, app.inp, (178, 266), norm=app.renderer.norm)[oy:oy + h, ox:ox + w]
     assert np.abs(shown.astype(int) - want).max() <= 1
     assert os.path.getsize(tmp_path / 'viewer_x3.7.png') > 1000
+
+
+def test_the_browser_timing_script_measures_a_zoom_of_viewer_py(tmp_path, capsys):
+    browser_or_skip()
+    crop = tmp_path / 'crop.png'
+    Image.open(os.path.join(ROOT, 'assets', 'sample.png')).convert('RGB').crop((60, 40, 108, 72)).save(crop)
+    load_script('scripts/viewer_browser_speed.py').main(['--input', str(crop), '--zoom', '3', '--canvas', '320,200',
+                                                         '--runs', '1', '--poll', '0.1', '--timeout', '60'])
+    out = capsys.readouterr().out.splitlines()
+    # a 48 x 32 input at x3: a 144 x 96 grid inside the canvas, two 128 px tiles across, one down
+    assert out[1].startswith('run 1: 320x200 canvas, grid 144x96: first exact tile '), out
+    assert out[1].endswith('(2 tiles)'), out

@@ -93,8 +93,8 @@ def resolve_precision(choice: str, device: torch.device, int8: bool = False) -> 
     if native:
         return Precision('bf16', f"auto: the CPU has native bf16 ({native})", auto=True)
     if int8 and kind == 'cpu':
-        # measured (benchmarks/precision_accuracy.py --precisions int8): ~1.6x fp32, within a few 8-bit levels
-        return Precision(None, "auto: no native bf16 on this CPU; int8 hidden layers run ~1.6x fp32", int8=True,
+        # measured (benchmarks/viewer_speed.py, precision_accuracy.py): ~1.5x fp32, within a few 8-bit levels
+        return Precision(None, "auto: no native bf16 on this CPU; int8 hidden layers run ~1.5x fp32", int8=True,
                          auto=True)
     return Precision(None, f"auto: no native bf16 on this {kind} (bf16 would be emulated, slower than fp32)",
                      auto=True)

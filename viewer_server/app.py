@@ -1,8 +1,10 @@
 """The viewer's state behind the HTTP layer: one image, its tiles, who asked for what, the save job.
 
 A view of the image at zoom z is the output grid of an upscale to (H, W) = (round(z h), round(z w))
-seen through a window; it is cut into TILE x TILE squares of that grid, so tile (H, W, i, j) is
-exactly the crop of inference.bounded.upscale to (H, W) at rows i*TILE.., columns j*TILE.. .
+seen through a window; it is cut into T x T squares of that grid (T = TILE on a CPU, GPU_TILE on
+CUDA) that start (sy, sx) px before it (the page lines them up with a view's corner), so tile
+(H, W, sy, sx, i, j) is exactly the crop of inference.bounded.upscale to (H, W) at rows i*T - sy..,
+columns j*T - sx.. (fp32 and autocast; int8 tiles are within a few 8-bit levels of it).
 Every client (browser tab) numbers its views; a tile request carries the number of the view it
 is for, and work for an older view of the same client stops before it starts and between query
 chunks. Rendering runs on one model thread in arrival order (one model computation at a time uses
@@ -35,9 +37,12 @@ from utils.norm import DEMO
 
 log = logging.getLogger(__name__)
 
-# measured (benchmarks/viewer_speed.py, 1280x800 view): the first tile ~4x sooner than with 256 px tiles,
+# measured (benchmarks/viewer_speed.py, 1280x800 view): on a CPU the first tile ~4x sooner than with 256 px tiles,
 # and ~25% fewer queries per view (less overhang at its edges)
 TILE = 128
+# on a GPU the work per tile (model calls, the copy back, PNG) outweighs its pixels: a whole 1280x800 view at x10
+# in 0.11-0.17 s with 256 px tiles, 0.20-0.26 s with 128 px (H200, fp32 and bf16)
+GPU_TILE = 256
 MAX_ZOOM = 64
 # the output side the float32 grid coordinates and the page's canvas arithmetic are kept within
 MAX_SIDE = 1 << 18
@@ -288,7 +293,8 @@ def settle_int8(precision: Precision, model: torch.nn.Module, device: torch.devi
 
 
 def build_app(input_path: str, checkpoint: str, device: torch.device, precision: Precision, save_dir: str,
-              test_time_flags: Optional[Dict[str, Any]] = None, trusted: bool = False, tile: int = TILE) -> ViewerApp:
+              test_time_flags: Optional[Dict[str, Any]] = None, trusted: bool = False,
+              tile: Optional[int] = None) -> ViewerApp:
     """Read the image, load the model, encode once: the ViewerApp; bad inputs are one-line UserErrors.
 
     All of it runs on the app's model thread, where every later model call runs (see ModelThread).
@@ -299,7 +305,7 @@ def build_app(input_path: str, checkpoint: str, device: torch.device, precision:
 
 
 def _build_app(input_path: str, checkpoint: str, device: torch.device, precision: Precision, save_dir: str,
-               test_time_flags: Optional[Dict[str, Any]], trusted: bool, tile: int,
+               test_time_flags: Optional[Dict[str, Any]], trusted: bool, tile: Optional[int],
                model_thread: ModelThread) -> ViewerApp:
     if not os.path.isdir(save_dir):
         raise UserError(f"save folder does not exist: {save_dir}")
@@ -333,4 +339,5 @@ def _build_app(input_path: str, checkpoint: str, device: torch.device, precision
     about = {'model': os.path.basename(checkpoint), 'device': str(device), 'precision': shown,
              'bicubic': "MATLAB imresize bicubic (a = -0.5), same pixel centres"}
     name = os.path.splitext(os.path.basename(input_path))[0]
+    tile = tile or (GPU_TILE if device.type == 'cuda' else TILE)
     return ViewerApp(renderer, img.rgb, name, save_dir, about, inp, tile=tile, model_thread=model_thread)
