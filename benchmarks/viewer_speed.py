@@ -105,7 +105,7 @@ def main() -> None:
     p.add_argument('--zoom', type=float, default=10.0)
     p.add_argument('--view', default='1280,800', help="view W,H in device pixels")
     p.add_argument('--pan', type=int, default=256, help="pan to the right by this many pixels")
-    p.add_argument('--tile', type=int, default=None, help="tile side (default: the viewer's, 128 on a CPU, 256 on CUDA)")
+    p.add_argument('--tile', type=int, default=None, help="tile side (default: the viewer's: 128 on a CPU, 256 on CUDA)")
     p.add_argument('--in-flight', type=int, default=2, help="tile requests at a time (the page sends 2)")
     p.add_argument('--unaligned', action='store_true',
                    help="tiles from the grid's corner, not lined up with the view's (the page before tile shifts)")

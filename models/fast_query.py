@@ -232,9 +232,10 @@ class Layers:
 # The viewer's reduced precision on CPUs without native bf16: each hidden Linear (+ its ReLU) as one
 # dynamic-int8 product of torch's quantized CPU kernels (fbgemm / oneDNN; weights int8 per output
 # channel, activations int8 per block of rows, int32 accumulation, dequantisation, bias and ReLU in
-# the same kernel); the first layer (the table) and the last, 3-wide one stay fp32. Measured on a 2-core AVX-512 VNNI CPU, bundled model: the viewer's
-# tiles ~1.5x as fast as fp32 (benchmarks/viewer_speed.py); Set5 / Set14 at x2-x4 within 0.01 dB of fp32's
-# PSNR, 13-17% of 8-bit values changed, at most 4 levels (benchmarks/precision_accuracy.py --precisions int8).
+# the same kernel); the first layer (the table) and the last, 3-wide one stay fp32. Measured on a
+# 2-core AVX-512 VNNI CPU with the bundled model: the viewer's tiles ~1.5x as fast as in fp32
+# (benchmarks/viewer_speed.py); Set5 / Set14 at x2-x4 within 0.01 dB of fp32's PSNR, 13-17% of
+# 8-bit values changed, at most 4 levels (benchmarks/precision_accuracy.py --precisions int8).
 # The activation scale is per block of rows, so values depend (within that error) on which queries
 # share a call: an int8 region is close to, not equal to, the same crop of an int8 whole image.
 INT8_OPS = ('linear_prepack', 'linear_dynamic', 'linear_relu_dynamic')

@@ -206,7 +206,7 @@ class ViewerApp:
 
     def tile_png(self, kind: str, height: int, width: int, i: int, j: int, client: str, gen: int,
                  shift: Tuple[int, int] = (0, 0)) -> bytes:
-        """Tile (i, j) of the (height, width) grid, tiles shifted by `shift`, as PNG; Superseded if the view moved on."""
+        """Tile (i, j) of the (height, width) grid (tiles shifted by `shift`) as PNG; Superseded if outdated."""
         check_client(client)
         if kind not in KINDS:
             raise RequestError(400, f"kind must be one of {', '.join(KINDS)}, not {kind!r}")
