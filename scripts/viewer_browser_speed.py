@@ -19,7 +19,7 @@ import time
 from typing import List, Optional
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from scripts.viewer_screenshot import page_state, start_browser  # noqa: E402
+from scripts.viewer_screenshot import start_browser, wait_for  # noqa: E402
 from utils.amp import VIEW_PRECISIONS  # noqa: E402
 from utils.cli import run_cli  # noqa: E402
 from utils.errors import UserError  # noqa: E402
@@ -49,17 +49,6 @@ def start_viewer(args: argparse.Namespace) -> subprocess.Popen:
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=ROOT)
 
 
-def wait_state(driver, test, poll: float, deadline: float) -> dict:
-    """The page's state once test(state) holds; TimeoutError past the deadline."""
-    while True:
-        state = page_state(driver)
-        if state and test(state):
-            return state
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"page state: {state}")
-        time.sleep(poll)
-
-
 def one_run(args: argparse.Namespace, width: int, height: int) -> dict:
     """Start the viewer, zoom once, return the page's state when the zoomed view is exact."""
     viewer = start_viewer(args)
@@ -71,16 +60,16 @@ def one_run(args: argparse.Namespace, width: int, height: int) -> dict:
         driver = start_browser(width, height + TOOLBAR)
         driver.get(match.group(1))
         deadline = time.monotonic() + args.timeout
-        fitted = wait_state(driver, lambda s: s['ready'] and s['settled'] and (s['exact'] or s['grid'] is None),
-                            0.2, deadline)
+        fitted = wait_for(driver, lambda s: s['ready'] and s['settled'] and (s['exact'] or s['grid'] is None),
+                          args.timeout, 0.2)
         if fitted['grid'] is None:
             raise UserError(f"{args.input} is larger than the canvas: the fitted view is below x1 (use a smaller "
                             "image or a larger --canvas)")
         grid_h = round(args.zoom * round(fitted['grid']['H'] / fitted['sy']))   # the input's height times the zoom
         driver.execute_script("window.viewer.zoomTo(arguments[0], arguments[1], arguments[2])",
                               args.zoom, fitted['width'] / 2, fitted['height'] / 2)
-        return wait_state(driver, lambda s: s['exact'] and s['grid'] is not None and s['grid']['H'] == grid_h,
-                          args.poll, deadline)
+        return wait_for(driver, lambda s: s['exact'] and s['grid'] is not None and s['grid']['H'] == grid_h,
+                        deadline - time.monotonic(), args.poll)
     finally:
         if driver is not None:
             driver.quit()

@@ -68,8 +68,8 @@ def page_state(driver: webdriver.Chrome) -> Dict[str, Any]:
     return driver.execute_script("return window.viewer ? window.viewer.state() : null") or {}
 
 
-def wait_for(driver: webdriver.Chrome, test, timeout: float) -> Dict[str, Any]:
-    """Poll the page's state until test(state) holds; TimeoutError with the last state otherwise."""
+def wait_for(driver: webdriver.Chrome, test, timeout: float, poll: float = 0.05) -> Dict[str, Any]:
+    """Poll the page's state every `poll` s until test(state) holds; TimeoutError with the last state otherwise."""
     end = time.monotonic() + timeout
     while True:
         state = page_state(driver)
@@ -77,7 +77,7 @@ def wait_for(driver: webdriver.Chrome, test, timeout: float) -> Dict[str, Any]:
             return state
         if time.monotonic() > end:
             raise TimeoutError(f"page state after {timeout:.0f} s: {state}")
-        time.sleep(0.05)
+        time.sleep(poll)
 
 
 def canvas_pixels(driver: webdriver.Chrome) -> np.ndarray:
