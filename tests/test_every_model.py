@@ -25,18 +25,18 @@ from utils.coord import make_cell, make_coord
 EDSR = {'name': 'edsr-baseline', 'args': {'n_resblocks': 1, 'n_feats': 8, 'no_upsampling': True}}
 MLP = {'name': 'mlp', 'args': {'out_dim': 3, 'hidden_list': [16, 16]}}
 
-# modules that are not queried at coordinates (encoders, MLPs): their args and input shape
+# modules that are not queried at coordinates (encoders, MLPs): their args, input shape and output shape
 MODULES = {
-    'edsr-baseline': ({'n_resblocks': 1, 'n_feats': 8, 'no_upsampling': True}, (1, 3, 6, 5)),
-    'edsr': ({'n_resblocks': 1, 'n_feats': 8, 'scale': 2}, (1, 3, 6, 5)),
-    'rdn': ({'G0': 4, 'RDNconfig': 'A', 'no_upsampling': True}, (1, 3, 6, 5)),
+    'edsr-baseline': ({'n_resblocks': 1, 'n_feats': 8, 'no_upsampling': True}, (1, 3, 6, 5), (1, 8, 6, 5)),
+    'edsr': ({'n_resblocks': 1, 'n_feats': 8, 'scale': 2}, (1, 3, 6, 5), (1, 3, 12, 10)),
+    'rdn': ({'G0': 4, 'RDNconfig': 'A', 'no_upsampling': True}, (1, 3, 6, 5), (1, 4, 6, 5)),
     'rcan': ({'n_resgroups': 1, 'n_resblocks': 1, 'n_feats': 8, 'reduction': 4, 'no_upsampling': True},
-             (1, 3, 6, 5)),
-    'mlp': ({'in_dim': 4, 'out_dim': 3, 'hidden_list': [8]}, (7, 4)),
-    # no drop-path, so that two training-mode forwards agree; 6x5 is mirrored to 8x8 (window 4)
+             (1, 3, 6, 5), (1, 8, 6, 5)),
+    'mlp': ({'in_dim': 4, 'out_dim': 3, 'hidden_list': [8]}, (7, 4), (7, 3)),
+    # no drop-path, so that two training-mode forwards agree; 6x5 is mirrored to 8x8 (window 4), 64 channels out
     'swinir': ({'embed_dim': 8, 'depths': [2], 'num_heads': [2], 'window_size': 4, 'img_size': 8,
-                'drop_path_rate': 0.0}, (1, 3, 6, 5)),
-    'lmmlp': ({'in_dim': 4, 'out_dim': 3, 'hidden_dim': 4, 'hidden_depth': 2}, (7, 4)),
+                'drop_path_rate': 0.0}, (1, 3, 6, 5), (1, 64, 8, 8)),
+    'lmmlp': ({'in_dim': 4, 'out_dim': 3, 'hidden_dim': 4, 'hidden_depth': 2}, (7, 4), (7, 3)),
 }
 LMMLP = {'name': 'lmmlp', 'args': {'out_dim': 3, 'hidden_dim': 4, 'hidden_depth': 2}}
 HYPERNET = {'name': 'mlp', 'args': {'out_dim': 1, 'hidden_list': [8]}}
@@ -82,16 +82,18 @@ def test_every_registered_model_has_a_tiny_spec():
 
 @pytest.mark.parametrize('name', sorted(MODULES))
 def test_module_forward_backward_and_state_dict_round_trip(name):
-    args, shape = MODULES[name]
+    args, shape, out_shape = MODULES[name]
     torch.manual_seed(0)
     m = models.make({'name': name, 'args': args})
-    x = torch.rand(shape)
+    x = torch.rand(shape, requires_grad=True)
     out = m(x)
+    assert out.shape == out_shape and (len(out_shape) == 2 or out_shape[1] == m.out_dim)
     out.square().mean().backward()
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in m.parameters())
+    assert x.grad is not None and torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
     copy = models.make({'name': name, 'args': args, 'sd': m.state_dict()}, load_sd=True)
     with torch.no_grad():
-        assert torch.equal(copy(x), m(x))
+        assert torch.equal(copy(x.detach()), m(x.detach()))
 
 
 @pytest.mark.parametrize('name', sorted(SR_MODELS))
