@@ -10,8 +10,9 @@ model upscales it in fp32 and under autocast; printed are the mean PSNR (Y, shav
 benchmark protocol) in fp32 and its change, the share of 8-bit output values (all pixels and
 channels, the demo's rounding) that differ from fp32's, the largest such change in levels, and
 the seconds of each precision (query path as the demo runs it: the model's default). int8 is the
-viewer's: the whole image as one region of inference.region.RegionRenderer with int8 hidden layers
-(its fp32 row is the same renderer without int8, equal to the upscale up to float rounding).
+viewer's: the whole image as one region of inference.region.RegionRenderer with int8 hidden layers,
+against the same fp32 upscale (a fp32 region equals it up to float rounding, so the accuracy columns
+compare like with like; the seconds compare the two code paths).
 """
 import argparse
 import os

@@ -240,7 +240,8 @@ class Layers:
 # share a call: an int8 region is close to, not equal to, the same crop of an int8 whole image.
 INT8_OPS = ('linear_prepack', 'linear_dynamic', 'linear_relu_dynamic')
 # CPU flags of int8 dot products that accumulate in int32 (no int16 saturation): activations may use all 8 bits
-VNNI_FLAGS = ('avx512_vnni', 'avx_vnni')
+# (AVX-VNNI on AVX2 CPUs is left out: whether fbgemm's AVX2 kernels use it was not checked)
+VNNI_FLAGS = ('avx512_vnni',)
 
 
 @functools.lru_cache(maxsize=None)
@@ -270,7 +271,7 @@ class Int8Layers:
     @classmethod
     def of(cls, modules: Sequence[nn.Module]) -> 'Int8Layers':
         """Quantise the modules' weights (int8, a scale per output channel; the bias stays fp32)."""
-        last = max(i for i, m in enumerate(modules) if isinstance(m, nn.Linear))
+        last = max((i for i, m in enumerate(modules) if isinstance(m, nn.Linear)), default=-1)
         steps, i = [], 0
         while i < len(modules):
             m = modules[i]
@@ -289,19 +290,24 @@ class Int8Layers:
     def run(self, x: torch.Tensor, scratch: Optional[Scratch], out_t: Optional[torch.Tensor] = None) -> torch.Tensor:
         """x (M, K) fp32 through the layers (x may be overwritten): (M, D); with out_t (D, M) written there."""
         ops = torch.ops.quantized
-        for kind, step in self.steps:
+        for i, (kind, step) in enumerate(self.steps):
             if kind == 'relu':
                 x = x.relu_()
             elif kind == 'int8_relu':
                 x = ops.linear_relu_dynamic(x, step, self.reduce_range)
             elif kind == 'int8':
                 x = ops.linear_dynamic(x, step, self.reduce_range)
-            elif out_t is not None:  # (D, K) @ x^T, as BiasRowLayers does for a narrow last layer
+            elif out_t is not None and i + 1 == len(self.steps):  # (D, K) @ x^T, as BiasRowLayers does
                 bias = step.bias.view(-1, 1) if step.bias is not None else torch.zeros(1, 1)
                 return torch.addmm(bias, step.weight, x.t(), out=out_t).t()
             else:
                 x = F.linear(x, step.weight, step.bias)
         return x if out_t is None else out_t.copy_(x.t()).t()
+
+    @staticmethod
+    def quantises(modules: Sequence[nn.Module]) -> bool:
+        """Whether Int8Layers.of(modules) runs any layer in int8 (a Linear before the last one)."""
+        return sum(isinstance(m, nn.Linear) for m in modules) >= 2
 
 
 def check_int8(feat: torch.Tensor, params: Iterator[torch.Tensor]) -> None:

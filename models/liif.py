@@ -37,14 +37,14 @@ class LIIF(ImplicitSR):
         return fast_query.liif_query(self, feat, coord, cell, table_mb)
 
     def has_int8_query(self) -> bool:
-        """The int8 query is the fast path's with int8 hidden layers."""
-        return self.has_fast_path()
+        """The int8 query is the fast path's with int8 hidden layers: the MLP needs one between its first and last."""
+        return self.has_fast_path() and fast_query.Int8Layers.quantises(fast_query.mlp_layers(self.imnet)[1:])
 
     def query_int8(self, feat: torch.Tensor, coord: torch.Tensor, cell: Optional[torch.Tensor] = None,
                    table_mb: float = fast_query.DEFAULT_TABLE_MB) -> torch.Tensor:
         """The fast path with the hidden layers in dynamic int8 (models/fast_query.py, Int8Layers)."""
         if not self.has_int8_query():
-            raise NotImplementedError("the int8 query needs an MLP that is a plain Linear/ReLU stack")
+            raise NotImplementedError("the int8 query needs a plain Linear/ReLU MLP with hidden layers")
         return fast_query.liif_query(self, feat, coord, cell, table_mb, int8=True)
 
     def query_reference(self, feat: torch.Tensor, coord: torch.Tensor,

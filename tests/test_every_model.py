@@ -96,13 +96,30 @@ def test_module_forward_backward_and_state_dict_round_trip(name):
         assert torch.equal(copy(x.detach()), m(x.detach()))
 
 
+@pytest.mark.parametrize('name, args', [
+    ('edsr-baseline', {'n_resblocks': 1, 'n_feats': 8}),
+    ('rdn', {'G0': 4, 'RDNconfig': 'A'}),
+    ('rcan', {'n_resgroups': 1, 'n_resblocks': 1, 'n_feats': 8, 'reduction': 4}),
+])
+def test_encoders_with_their_upsampling_heads(name, args):
+    torch.manual_seed(0)
+    for scale in (2, 3):
+        m = models.make({'name': name, 'args': {**args, 'scale': scale}})
+        x = torch.rand(2, 3, 6, 5, requires_grad=True)
+        out = m(x)
+        assert out.shape == (2, 3, 6 * scale, 5 * scale) and m.out_dim == 3
+        out.square().mean().backward()
+        assert x.grad is not None and x.grad.abs().sum() > 0
+
+
 @pytest.mark.parametrize('name', sorted(SR_MODELS))
 def test_forward_in_the_authors_layout_and_backward(name):
     model = build(name).train()
-    inp = torch.rand(2, 3, 6, 5) * 2 - 1
+    inp = (torch.rand(2, 3, 6, 5) * 2 - 1).requires_grad_()
     out = authors_call(model, inp, (9, 11))
     assert out.shape == (2, 3, 9, 11) and torch.isfinite(out).all()
     out.abs().mean().backward()
+    assert inp.grad is not None and (inp.grad[0].abs().sum() > 0) and (inp.grad[1].abs().sum() > 0)
     head = [p for n, p in model.named_parameters() if not n.startswith('encoder.')]
     enc = [p for n, p in model.named_parameters() if n.startswith('encoder.')]
     assert head and all(p.grad is not None for p in head), "every head parameter gets a gradient"

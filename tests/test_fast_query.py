@@ -429,6 +429,28 @@ def test_int8_query_is_close_to_the_fast_query_and_only_for_inference():
         model.query_int8(feat, coord, cell)
 
 
+def test_int8_query_needs_a_hidden_layer_to_quantise():
+    for hidden, expected in (([], False), ([16], False), ([16, 16], True)):
+        model = tiny(imnet={'name': 'mlp', 'args': {'out_dim': 3, 'hidden_list': hidden}})
+        assert model.has_int8_query() is expected, hidden
+    with torch.no_grad(), pytest.raises(NotImplementedError, match='hidden layers'):
+        model = tiny(imnet={'name': 'mlp', 'args': {'out_dim': 3, 'hidden_list': []}})
+        model.query_int8(model.encode(torch.rand(1, 3, 4, 4)), *queries(1, 4, 4, (5, 5)))
+
+
+def test_int8_layers_keep_a_relu_after_the_last_linear():
+    torch.manual_seed(0)
+    modules = [torch.nn.Linear(8, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3), torch.nn.ReLU()]
+    layers = fast_query.Int8Layers.of(modules)
+    x = torch.randn(50, 8)
+    with torch.no_grad():
+        want = torch.nn.Sequential(*modules)(x)
+        got = layers.run(x.clone(), None)
+        got_t = layers.run(x.clone(), None, torch.empty(3, 50))
+    assert want.min() == 0 and got.min() == 0 and got_t.min() == 0
+    assert (got - want).abs().max() < 0.05 and torch.equal(got_t, got)
+
+
 def test_int8_layers_quantise_every_linear_but_the_last_and_fuse_their_relus():
     torch.manual_seed(0)
     modules = [torch.nn.Linear(16, 32), torch.nn.Linear(32, 32), torch.nn.ReLU(), torch.nn.Linear(32, 3)]

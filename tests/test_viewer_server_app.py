@@ -83,6 +83,11 @@ def test_model_thread_jobs_go_in_arrival_order_on_one_thread_and_stale_waiters_l
     third.join(2)
     assert errors == ['cancelled'] and order == ['first', 'third']
     assert len({turns.run(threading.get_ident, lambda: False) for _ in range(3)} | {threading.get_ident()}) == 2
+    with pytest.raises(ZeroDivisionError):              # a job's error reaches its request; the thread goes on
+        turns.run(lambda: 1 / 0, lambda: False)
+    assert turns.run(lambda: 'next', lambda: False) == 'next'
+    model_threads = [t for t in threading.enumerate() if t.name == 'viewer-model']
+    assert model_threads and all(t.daemon for t in model_threads)   # Ctrl-C during a long load exits at once
 
 
 def test_a_tile_is_the_crop_of_the_upscale_and_is_cached(tmp_path):
@@ -212,9 +217,14 @@ def test_auto_precision_runs_int8_tiles_where_it_can_and_saves_fp32(tmp_path):
     img = tmp_path / 'img.png'
     Image.fromarray(np.random.default_rng(0).integers(0, 256, (10, 14, 3), dtype=np.uint8)).save(img)
     auto_int8 = Precision(None, 'auto: test', int8=True, auto=True)
-    liif = build_app(str(img), save_model(tmp_path / 'liif.pth', TINY_LIIF), torch.device('cpu'), auto_int8,
+    two_hidden = {'name': 'liif', 'args': {**TINY_LIIF['args'], 'imnet_spec': {
+        'name': 'mlp', 'args': {'out_dim': 3, 'hidden_list': [16, 16]}}}}
+    liif = build_app(str(img), save_model(tmp_path / 'liif.pth', two_hidden), torch.device('cpu'), auto_int8,
                      str(tmp_path))
     assert liif.renderer.int8 and liif.info()['precision'] == 'int8 (saves fp32)'
+    one_hidden = build_app(str(img), save_model(tmp_path / 'one.pth', TINY_LIIF), torch.device('cpu'), auto_int8,
+                           str(tmp_path))
+    assert not one_hidden.renderer.int8       # nothing between its first and last layer to run in int8
     metasr_spec = {'name': 'metasr', 'args': {'encoder_spec': TINY_LIIF['args']['encoder_spec']}}
     metasr_ckpt = save_model(tmp_path / 'metasr.pth', metasr_spec)
     metasr = build_app(str(img), metasr_ckpt, torch.device('cpu'), auto_int8, str(tmp_path))

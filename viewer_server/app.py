@@ -15,6 +15,7 @@ import concurrent.futures
 import io
 import logging
 import os
+import queue
 import re
 import threading
 import time
@@ -124,24 +125,38 @@ class Generations:
 
 
 class ModelThread:
-    """Runs jobs one at a time, in arrival order, on one long-lived thread; a waiting job whose request went stale
-    leaves the line.
+    """Runs jobs one at a time, in arrival order, on one long-lived (daemon) thread; a waiting job whose request
+    went stale leaves the line.
 
-    One thread for all torch work, loading and encoding included: torch's CPU thread pool belongs to the
-    thread that calls it, and once another long-lived thread has used its own, every call is slower
-    (measured on 2 cores, benchmarks/viewer_speed.py, int8: a whole view 4.9 s this way, 6.3 s when
-    the app was built on the main thread and the tiles rendered on this one).
+    One thread for the app's torch work (loading, encoding, tiles, bicubic; a save runs beside it on its
+    own thread, which ends with it): torch's CPU thread pool belongs to the thread that calls it, and
+    while another long-lived thread has used its own, every call is slower (measured on 2 cores,
+    benchmarks/viewer_speed.py, int8: a whole view 4.9 s this way, 6.3 s when the app was built on the
+    main thread and the tiles rendered on this one). A daemon thread, so that Ctrl-C during a long load
+    or encode exits at once.
     """
 
     def __init__(self):
-        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix='viewer-model')
+        self._jobs: 'queue.SimpleQueue[Tuple[concurrent.futures.Future, Callable[[], Any]]]' = queue.SimpleQueue()
+        threading.Thread(target=self._serve, name='viewer-model', daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            future, job = self._jobs.get()
+            if not future.set_running_or_notify_cancel():
+                continue  # its request went stale while it waited
+            try:
+                future.set_result(job())
+            except BaseException as e:  # handed to the waiting request
+                future.set_exception(e)
 
     def run(self, job: Callable[[], Any], should_stop: Callable[[], bool]) -> Any:
         """job() once every earlier job is done; Cancelled if should_stop() turns true before it starts.
 
         A job that has started stops by itself (the renderer asks should_stop between chunks).
         """
-        future = self._pool.submit(job)
+        future: concurrent.futures.Future = concurrent.futures.Future()
+        self._jobs.put((future, job))
         while True:
             try:
                 return future.result(timeout=0.05)
