@@ -8,7 +8,7 @@ runs before the work and between chunks so superseded requests stop early.
 """
 import math
 from dataclasses import dataclass
-from typing import Any, Callable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -54,33 +54,48 @@ class Rect:
         return self.r1 - self.r0, self.c1 - self.c0
 
 
-def tile_count(size: Sequence[int], tile: int, shift: Sequence[int] = (0, 0)) -> Tuple[int, int]:
-    """(rows, cols) of tile x tile squares covering an H x W grid whose tiles start `shift` px before it."""
-    return math.ceil((size[0] + shift[0]) / tile), math.ceil((size[1] + shift[1]) / tile)
+def tile_hw(tile: Union[int, Sequence[int]]) -> Tuple[int, int]:
+    """(rows, cols) of a tile given as one side (square) or as (rows, cols)."""
+    th, tw = (tile, tile) if isinstance(tile, int) else tile
+    if th < 1 or tw < 1:
+        raise ValueError(f"tile size {th}x{tw} must be positive")
+    return th, tw
 
 
-def tile_rect(size: Sequence[int], tile: int, i: int, j: int, shift: Sequence[int] = (0, 0)) -> Rect:
+def tile_count(size: Sequence[int], tile: Union[int, Sequence[int]],
+               shift: Sequence[int] = (0, 0)) -> Tuple[int, int]:
+    """(rows, cols) of the tiles covering an H x W grid whose tiles start `shift` px before it."""
+    th, tw = tile_hw(tile)
+    return math.ceil((size[0] + shift[0]) / th), math.ceil((size[1] + shift[1]) / tw)
+
+
+def tile_rect(size: Sequence[int], tile: Union[int, Sequence[int]], i: int, j: int,
+              shift: Sequence[int] = (0, 0)) -> Rect:
     """The pixels of tile (row i, column j) of the H x W grid; ValueError outside the grid or for a bad shift.
 
-    Tile (i, j) covers rows i*tile - shift[0] .. (i+1)*tile - shift[0] (and columns likewise) clipped
-    to the grid: a shift lets the page line tiles up with the view's corner (less overhang to render).
+    Tiles are th x tw (tile, or tile = (th, tw)); tile (i, j) covers rows i*th - shift[0] ..
+    (i+1)*th - shift[0] (and columns likewise) clipped to the grid: a shift and a tile size let the
+    page line tiles up with the view's edges (less overhang to render).
     """
-    if not all(0 <= s < tile for s in shift):
-        raise ValueError(f"tile shift {tuple(shift)} must be 0..{tile - 1}")
-    rows, cols = tile_count(size, tile, shift)
+    th, tw = tile_hw(tile)
+    if not (0 <= shift[0] < th and 0 <= shift[1] < tw):
+        raise ValueError(f"tile shift {tuple(shift)} must be 0..{th - 1}, 0..{tw - 1}")
+    rows, cols = tile_count(size, (th, tw), shift)
     if not (0 <= i < rows and 0 <= j < cols):
         raise ValueError(f"tile ({i}, {j}) is outside the {rows} x {cols} tiles of a {size[1]}x{size[0]} image")
-    return Rect(max(0, i * tile - shift[0]), max(0, j * tile - shift[1]),
-                min(size[0], (i + 1) * tile - shift[0]), min(size[1], (j + 1) * tile - shift[1]))
+    return Rect(max(0, i * th - shift[0]), max(0, j * tw - shift[1]),
+                min(size[0], (i + 1) * th - shift[0]), min(size[1], (j + 1) * tw - shift[1]))
 
 
-def tiles_meeting(size: Sequence[int], tile: int, view: Rect, shift: Sequence[int] = (0, 0)) -> List[Tuple[int, int]]:
+def tiles_meeting(size: Sequence[int], tile: Union[int, Sequence[int]], view: Rect,
+                  shift: Sequence[int] = (0, 0)) -> List[Tuple[int, int]]:
     """(i, j) of every tile that overlaps `view` (clipped to the grid), row by row."""
+    th, tw = tile_hw(tile)
     r0, c0 = max(0, view.r0) + shift[0], max(0, view.c0) + shift[1]
     r1, c1 = min(size[0], view.r1) + shift[0], min(size[1], view.c1) + shift[1]
     if r0 >= r1 or c0 >= c1:
         return []
-    return [(i, j) for i in range(r0 // tile, (r1 - 1) // tile + 1) for j in range(c0 // tile, (c1 - 1) // tile + 1)]
+    return [(i, j) for i in range(r0 // th, (r1 - 1) // th + 1) for j in range(c0 // tw, (c1 - 1) // tw + 1)]
 
 
 class RegionRenderer:

@@ -69,6 +69,23 @@ def test_shifted_tiles_cover_the_grid_once_and_line_up_with_the_shift():
             tile_rect(size, tile, 0, 0, bad)
 
 
+def test_rectangular_tiles_fit_a_view_in_whole_tiles():
+    size, tile_hw, shift = (70, 41), (10, 12), (3, 7)    # 10 rows x 12 columns each
+    rows, cols = tile_count(size, tile_hw, shift)
+    assert (rows, cols) == (8, 4)                        # ceil(73 / 10), ceil(48 / 12)
+    seen = np.zeros(size, int)
+    for i in range(rows):
+        for j in range(cols):
+            r = tile_rect(size, tile_hw, i, j, shift)
+            seen[r.r0:r.r1, r.c0:r.c1] += 1
+    assert (seen == 1).all()
+    assert tile_rect(size, tile_hw, 2, 1, shift) == Rect(17, 5, 27, 17)
+    view = Rect(17, 5, 47, 29)                           # 30 x 24: exactly 3 x 2 tiles
+    assert tiles_meeting(size, tile_hw, view, shift) == [(i, j) for i in (2, 3, 4) for j in (1, 2)]
+    with pytest.raises(ValueError, match='shift'):
+        tile_rect(size, tile_hw, 0, 0, (10, 0))         # the shift is below the tile's own height
+
+
 @pytest.mark.parametrize('test_time', [TestTime(), TestTime(cell_max_scale=2.0, window=4)])
 def test_every_tile_is_the_crop_of_the_whole_upscale(test_time):
     inp = torch.rand(1, 3, 9, 13) * 2 - 1

@@ -82,8 +82,10 @@ def test_the_page_zoomed_to_x3_7_shows_the_upscale_of_that_region(tmp_path):
     ox, oy, h, w = state['ox'], state['oy'], state['height'], state['width']
     assert shown.shape == (h, w, 3) and (state['sx'], state['sy']) == (266 / 72, 178 / 48)
     assert 0 < ox and ox + w < 266 and 0 < oy and oy + h < 178, state   # a region inside the image
-    # the grid's tiles start at the view's corner (shifted tiles, drawn where they belong: checked below)
-    assert (state['grid']['shiftY'], state['grid']['shiftX']) == ((-oy) % 128, (-ox) % 128), state
+    # the grid's tiles are fitted to the 220 x 140 canvas (2 x 2 tiles of 110 x 70) and start at the view's
+    # corner: resized, shifted tiles, drawn where they belong (checked below)
+    g = state['grid']
+    assert (g['th'], g['tw'], g['shiftY'], g['shiftX']) == (70, 110, (-oy) % 70, (-ox) % 110), state
     want = upscale_to_uint8(app.renderer.model, app.inp, (178, 266), norm=app.renderer.norm)[oy:oy + h, ox:ox + w]
     assert np.abs(shown.astype(int) - want).max() <= 1
     assert os.path.getsize(tmp_path / 'viewer_x3.7.png') > 1000

@@ -116,6 +116,21 @@ def test_a_shifted_tile_is_the_crop_of_the_upscale_at_its_own_pixels(tmp_path):
     assert e.value.status == 400
 
 
+def test_a_smaller_tile_is_the_crop_of_the_upscale_and_sizes_are_bounded(tmp_path, monkeypatch):
+    monkeypatch.setattr(viewer_app, 'MIN_TILE', 8)
+    app = tiny_app(tmp_path)                 # tile 16: the page may ask for 8..16 a side
+    size = (37, 52)
+    whole = upscale_to_uint8(app.renderer.model, app.inp, size)
+    for i, j in ((0, 0), (2, 3), (3, 5)):
+        r = tile_rect(size, (11, 9), i, j, (4, 2))
+        png = app.tile_png('liif', *size, i, j, 'tab', 1, (4, 2), (11, 9))
+        assert np.array_equal(decode(png), whole[r.r0:r.r1, r.c0:r.c1]), (i, j)
+    for hw in ((17, 16), (16, 7)):
+        with pytest.raises(RequestError, match=r'tile size .* must be 8-16 px a side') as e:
+            app.tile_png('liif', *size, 0, 0, 'tab', 1, (0, 0), hw)
+        assert e.value.status == 400
+
+
 def test_a_superseded_request_renders_nothing(tmp_path, monkeypatch):
     app = tiny_app(tmp_path)
     calls = []

@@ -66,6 +66,7 @@ def test_serves_the_page_info_input_and_tiles(server):
     ('/api/tile?height=37&width=52&i=0&i=1&j=0&client=t&gen=1', 400, 'given 2 times'),
     ('/api/tile?height=37&width=52&i=0&j=0&client=t&gen=1&kind=x', 400, 'kind must be'),
     ('/api/tile?height=37&width=52&i=0&j=0&sy=16&client=t&gen=1', 400, 'shift'),
+    ('/api/tile?height=37&width=52&i=0&j=0&th=17&client=t&gen=1', 400, 'tile size 16x17 must be'),
     ('/api/tile?height=37&width=52&i=0&j=0&sx=a&client=t&gen=1', 400, 'sx must be an integer'),
     ('/../../etc/passwd', 404, 'no such page'),
     ('/api/nothing', 404, 'no such page'),

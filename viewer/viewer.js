@@ -7,8 +7,9 @@
 // pixel (y + oy, x + ox) of the upscale to (H, W). Tiles (tile x tile px of the grid, 128 by default) are asked for
 // nearest the pointer first, two at a time; each zoom starts a new view number (gen) that makes
 // the server drop what it was doing for the old one. Panning keeps the grid, so only tiles not yet
-// seen are asked for. A grid's tiles are lined up with the corner of the view it was first settled
-// in (shifted by shiftY, shiftX px), so the first view of a zoom renders little beyond the canvas.
+// seen are asked for. A grid's tiles are fitted to the view it was first settled in: sized th x tw
+// (at most the server's tile side) so that whole tiles span the canvas, and shifted by shiftY, shiftX
+// px so that one starts at its top-left corner; the first view of a zoom renders little beyond it.
 'use strict';
 (() => {
   const $ = (id) => document.getElementById(id);
@@ -17,12 +18,13 @@
   const client = (Math.random().toString(36).slice(2, 10) + Date.now().toString(36)).replace(/[^a-z0-9]/g, '');
   const MAX_BITMAPS = 600;             // ~150 MB of decoded tiles at most
   const LIMIT = { liif: 2, bicubic: 4 }; // requests in flight per kind
-  const SETTLE_MS = 150;                // a zoom has stopped after this long without wheel / key / pinch
+  const SETTLE_MS = 150;
+  const MIN_TILE = 32;                  // the smallest tile side the server takes                // a zoom has stopped after this long without wheel / key / pinch
 
   let info = null;
   let input = null;                     // the input image, for the preview
   const view = { sx: 1, sy: 1, ox: 0, oy: 0 };
-  let grid = null;                      // {H, W, shiftY, shiftX} of the settled view (null below x1)
+  let grid = null;                      // {H, W, th, tw, shiftY, shiftX} of the settled view (null below x1)
   let prevGrid = null;                  // the grid shown before the last zoom: part of the preview
   let settled = false;
   let gen = 0;
@@ -37,10 +39,10 @@
   const cache = new Map();              // key -> ImageBitmap, oldest first
   const inflight = new Map();           // key -> AbortController
   const failed = new Set();
-  const shifts = new Map();             // 'HxW' -> {shiftY, shiftX}: the tile shift of a grid, kept for its later views
+  const layouts = new Map();            // 'HxW' -> {th, tw, shiftY, shiftX}: a grid's tiles, kept for its later views
 
   const dpr = () => window.devicePixelRatio || 1;
-  const key = (kind, g, i, j) => `${kind}/${g.H}x${g.W}+${g.shiftY},${g.shiftX}/${i},${j}`;
+  const key = (kind, g, i, j) => `${kind}/${g.H}x${g.W}/${g.th}x${g.tw}+${g.shiftY},${g.shiftX}/${i},${j}`;
   const mod = (a, n) => ((a % n) + n) % n;
 
   function cacheGet(k) {
@@ -128,12 +130,9 @@
     view.ox = Math.round(view.ox);
     view.oy = Math.round(view.oy);
     if (next) {
-      const id = `${next.H}x${next.W}`, t = info.tile;
-      // tile (i, j) starts at row i * t - shiftY: a tile edge on the canvas's top-left corner
-      if (!shifts.has(id)) {
-        shifts.set(id, { shiftY: view.oy > 0 ? mod(-view.oy, t) : 0, shiftX: view.ox > 0 ? mod(-view.ox, t) : 0 });
-      }
-      Object.assign(next, shifts.get(id));
+      const id = `${next.H}x${next.W}`;
+      if (!layouts.has(id)) layouts.set(id, fitTiles());
+      Object.assign(next, layouts.get(id));
     }
     if (!sameGrid(next, grid)) {
       if (grid) prevGrid = grid;
@@ -146,6 +145,16 @@
     timing = { start: performance.now(), first: null, all: null };
     pump();
     queueDraw();
+  }
+
+  // tiles for the settled view: as few rows / columns as span the canvas, each at most info.tile px,
+  // the first starting at the canvas's top-left corner (tile (i, j) starts at row i * th - shiftY);
+  // a grid smaller than the canvas along a side keeps whole tiles from its edge there
+  function fitTiles() {
+    const t = info.tile;
+    const side = (n) => Math.min(t, Math.max(Math.ceil(n / Math.ceil(n / t)), Math.min(MIN_TILE, t)));
+    const th = view.oy >= 0 ? side(canvas.height) : t, tw = view.ox >= 0 ? side(canvas.width) : t;
+    return { th, tw, shiftY: view.oy > 0 ? mod(-view.oy, th) : 0, shiftX: view.ox > 0 ? mod(-view.ox, tw) : 0 };
   }
 
   function sameGrid(a, b) { return a === b || (a && b && a.H === b.H && a.W === b.W); }
@@ -165,14 +174,13 @@
   // --- tiles ------------------------------------------------------------------------------------
   // tiles of grid g that meet the canvas: [i0, i1) x [j0, j1)
   function visibleTiles(g) {
-    const t = info.tile;
     const fx = view.sx * info.width / g.W, fy = view.sy * info.height / g.H;
     const c0 = Math.max(0, view.ox / fx), c1 = Math.min(g.W, (canvas.width + view.ox) / fx);
     const r0 = Math.max(0, view.oy / fy), r1 = Math.min(g.H, (canvas.height + view.oy) / fy);
     if (c0 >= c1 || r0 >= r1) return { i0: 0, i1: 0, j0: 0, j1: 0 };
     return {
-      i0: Math.floor((r0 + g.shiftY) / t), i1: Math.ceil((r1 + g.shiftY) / t),
-      j0: Math.floor((c0 + g.shiftX) / t), j1: Math.ceil((c1 + g.shiftX) / t),
+      i0: Math.floor((r0 + g.shiftY) / g.th), i1: Math.ceil((r1 + g.shiftY) / g.th),
+      j0: Math.floor((c0 + g.shiftX) / g.tw), j1: Math.ceil((c1 + g.shiftX) / g.tw),
     };
   }
 
@@ -181,12 +189,12 @@
   // the missing visible tiles of the settled grid, nearest the pointer first
   function missing(kind) {
     if (!grid || !settled) return [];
-    const v = visibleTiles(grid), t = info.tile, a = anchor(), out = [];
+    const v = visibleTiles(grid), a = anchor(), out = [];
     for (let i = v.i0; i < v.i1; i++) {
       for (let j = v.j0; j < v.j1; j++) {
         const k = key(kind, grid, i, j);
         if (cache.has(k) || inflight.has(k) || failed.has(k)) continue;
-        const cx = (j + 0.5) * t - grid.shiftX - view.ox, cy = (i + 0.5) * t - grid.shiftY - view.oy;
+        const cx = (j + 0.5) * grid.tw - grid.shiftX - view.ox, cy = (i + 0.5) * grid.th - grid.shiftY - view.oy;
         out.push({ kind, i, j, k, d: (cx - a.x) ** 2 + (cy - a.y) ** 2 });
       }
     }
@@ -209,7 +217,7 @@
     const g = grid;
     inflight.set(t.k, ctl);
     const url = `api/tile?kind=${t.kind}&height=${g.H}&width=${g.W}&i=${t.i}&j=${t.j}`
-      + `&sy=${g.shiftY}&sx=${g.shiftX}&client=${client}&gen=${gen}`;
+      + `&th=${g.th}&tw=${g.tw}&sy=${g.shiftY}&sx=${g.shiftX}&client=${client}&gen=${gen}`;
     try {
       const r = await fetch(url, { signal: ctl.signal });
       if (r.ok) {
@@ -255,11 +263,10 @@
   }
 
   function drawTile(g, i, j, b) {
-    const t = info.tile;
     const fx = view.sx * info.width / g.W, fy = view.sy * info.height / g.H;
     const exact = fx === 1 && fy === 1;
     ctx.imageSmoothingEnabled = !exact;
-    const x0 = Math.max(0, j * t - g.shiftX), y0 = Math.max(0, i * t - g.shiftY);  // the tile's first pixel in the grid
+    const x0 = Math.max(0, j * g.tw - g.shiftX), y0 = Math.max(0, i * g.th - g.shiftY);  // its first pixel in the grid
     if (exact) ctx.drawImage(b, x0 - view.ox, y0 - view.oy);
     else ctx.drawImage(b, x0 * fx - view.ox, y0 * fy - view.oy, b.width * fx, b.height * fy);
   }

@@ -1,10 +1,10 @@
 """The viewer's state behind the HTTP layer: one image, its tiles, who asked for what, the save job.
 
 A view of the image at zoom z is the output grid of an upscale to (H, W) = (round(z h), round(z w))
-seen through a window; it is cut into T x T squares of that grid (T = TILE on a CPU, GPU_TILE on
-CUDA) that start (sy, sx) px before it (the page lines them up with a view's corner), so tile
-(H, W, sy, sx, i, j) is exactly the crop of inference.bounded.upscale to (H, W) at rows i*T - sy..,
-columns j*T - sx.. (fp32 and autocast; int8 tiles are within a few 8-bit levels of it).
+seen through a window; it is cut into th x tw tiles of that grid (at most T = TILE on a CPU,
+GPU_TILE on CUDA, a side) that start (sy, sx) px before it (the page fits them to a view's edges),
+so tile (H, W, th, tw, sy, sx, i, j) is exactly the crop of inference.bounded.upscale to (H, W) at
+rows i*th - sy.., columns j*tw - sx.. (fp32 and autocast; int8 tiles are within a few 8-bit levels).
 Every client (browser tab) numbers its views; a tile request carries the number of the view it
 is for, and work for an older view of the same client stops before it starts and between query
 chunks. Rendering runs on one model thread in arrival order (one model computation at a time uses
@@ -42,8 +42,10 @@ log = logging.getLogger(__name__)
 # and ~25% fewer queries per view (less overhang at its edges)
 TILE = 128
 # on a GPU the work per tile (model calls, the copy back, PNG) outweighs its pixels: a whole 1280x800 view at x10
-# in 0.11-0.17 s with 256 px tiles, 0.20-0.26 s with 128 px (H200, fp32 and bf16)
+# in 0.10-0.12 s with tiles of at most 256 px, 0.20-0.26 s with 128 px (H200, fp32 and bf16)
 GPU_TILE = 256
+# the page may ask for smaller tiles (down to this side) to fit a view's height or width in whole tiles
+MIN_TILE = 32
 MAX_ZOOM = 64
 # the output side the float32 grid coordinates and the page's canvas arithmetic are kept within
 MAX_SIDE = 1 << 18
@@ -220,18 +222,25 @@ class ViewerApp:
         return self.generations.announce(check_client(client), gen)
 
     def tile_png(self, kind: str, height: int, width: int, i: int, j: int, client: str, gen: int,
-                 shift: Tuple[int, int] = (0, 0)) -> bytes:
-        """Tile (i, j) of the (height, width) grid (tiles shifted by `shift`) as PNG; Superseded if outdated."""
+                 shift: Tuple[int, int] = (0, 0), size_hw: Optional[Tuple[int, int]] = None) -> bytes:
+        """Tile (i, j) of the (height, width) grid as PNG; Superseded if the view moved on.
+
+        Tiles are size_hw = (th, tw) px (default self.tile square; MIN_TILE..self.tile a side), shifted by `shift`.
+        """
         check_client(client)
         if kind not in KINDS:
             raise RequestError(400, f"kind must be one of {', '.join(KINDS)}, not {kind!r}")
         self.check_grid(height, width)
         size = (height, width)
+        th, tw = size_hw or (self.tile, self.tile)
+        low = min(MIN_TILE, self.tile)
+        if not (low <= th <= self.tile and low <= tw <= self.tile):
+            raise RequestError(400, f"tile size {tw}x{th} must be {low}-{self.tile} px a side")
         try:
-            rect = tile_rect(size, self.tile, i, j, shift)
+            rect = tile_rect(size, (th, tw), i, j, shift)
         except ValueError as e:
             raise RequestError(400, str(e)) from None
-        key = (kind, height, width, *shift, i, j)
+        key = (kind, height, width, th, tw, *shift, i, j)
         data = self.cache.get(key)
         if data is not None:
             return data

@@ -3,8 +3,9 @@
     GET  /                  the page (viewer/index.html; viewer/*.js, *.css beside it)
     GET  /api/info          the image and model: sizes, tile side, zoom limit, precision
     GET  /api/input.png     the input image (the page's preview, and what it shows below x1)
-    GET  /api/tile?kind=liif|bicubic&height=H&width=W&i=I&j=J&client=C&gen=G[&sy=R&sx=C]
-                            one tile, PNG (tiles start R rows / C columns before the grid; default 0)
+    GET  /api/tile?kind=liif|bicubic&height=H&width=W&i=I&j=J&client=C&gen=G[&th=TH&tw=TW&sy=R&sx=C]
+                            one tile, PNG (tiles of TH x TW px, default the info's tile; they start
+                            R rows / C columns before the grid, default 0)
     POST /api/view?client=C&gen=G                     the client moved to view G: older work stops
     POST /api/save  {"width": W, "height": H}         write the whole image at that size (202)
     GET  /api/save          the last save's state
@@ -131,9 +132,10 @@ class ViewerHandler(BaseHTTPRequestHandler):
             return HTTPStatus.OK, 'image/png', app.input_png
         if url.path == '/api/tile':
             shift = (int_param(q, 'sy', '0'), int_param(q, 'sx', '0'))
+            size_hw = (int_param(q, 'th', str(app.tile)), int_param(q, 'tw', str(app.tile)))
             data = app.tile_png(text_param(q, 'kind', 'liif'), int_param(q, 'height'), int_param(q, 'width'),
                                 int_param(q, 'i'), int_param(q, 'j'), text_param(q, 'client'), int_param(q, 'gen'),
-                                shift)
+                                shift, size_hw)
             return HTTPStatus.OK, 'image/png', data
         if url.path == '/api/save':
             return HTTPStatus.OK, *json_body(vars(app.save_job))
