@@ -50,7 +50,7 @@ def test_serves_the_page_info_input_and_tiles(server):
     assert status == 200 and ctype.startswith('text/html') and b'viewer.js' in body
     assert get(server, '/viewer.js')[0] == 200 and get(server, '/viewer.css')[0] == 200
     info = json.loads(get(server, '/api/info')[2])
-    assert (info['width'], info['height'], info['tile'], info['max_zoom']) == (14, 10, 16, 64)
+    assert (info['width'], info['height'], info['tile'], info['min_tile'], info['max_zoom']) == (14, 10, 16, 16, 64)
     assert decode(get(server, '/api/input.png')[2]).shape == (10, 14, 3)
     status, ctype, body = get(server, '/api/tile?kind=liif&height=37&width=52&i=2&j=3&client=t&gen=1')
     assert status == 200 and ctype == 'image/png' and decode(body).shape == (5, 4, 3)

@@ -18,8 +18,7 @@
   const client = (Math.random().toString(36).slice(2, 10) + Date.now().toString(36)).replace(/[^a-z0-9]/g, '');
   const MAX_BITMAPS = 600;             // ~150 MB of decoded tiles at most
   const LIMIT = { liif: 2, bicubic: 4 }; // requests in flight per kind
-  const SETTLE_MS = 150;
-  const MIN_TILE = 32;                  // the smallest tile side the server takes                // a zoom has stopped after this long without wheel / key / pinch
+  const SETTLE_MS = 150;                // a zoom has stopped after this long without wheel / key / pinch
 
   let info = null;
   let input = null;                     // the input image, for the preview
@@ -152,7 +151,7 @@
   // a grid smaller than the canvas along a side keeps whole tiles from its edge there
   function fitTiles() {
     const t = info.tile;
-    const side = (n) => Math.min(t, Math.max(Math.ceil(n / Math.ceil(n / t)), Math.min(MIN_TILE, t)));
+    const side = (n) => Math.min(t, Math.max(Math.ceil(n / Math.ceil(n / t)), info.min_tile));
     const th = view.oy >= 0 ? side(canvas.height) : t, tw = view.ox >= 0 ? side(canvas.width) : t;
     return { th, tw, shiftY: view.oy > 0 ? mod(-view.oy, th) : 0, shiftX: view.ox > 0 ? mod(-view.ox, tw) : 0 };
   }

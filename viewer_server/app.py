@@ -203,6 +203,7 @@ class ViewerApp:
     def info(self) -> Dict[str, Any]:
         """What the page needs to know: sizes, tile side, zoom limit, the model and how it runs."""
         return {'name': self.name, 'width': self.size[1], 'height': self.size[0], 'tile': self.tile,
+                'min_tile': min(MIN_TILE, self.tile),
                 'max_zoom': self.max_zoom, **self.about}
 
     def check_grid(self, height: int, width: int) -> None:

@@ -1,7 +1,7 @@
 """HTTP for the viewer: the standard library's ThreadingHTTPServer, the page from viewer/, a small JSON API.
 
     GET  /                  the page (viewer/index.html; viewer/*.js, *.css beside it)
-    GET  /api/info          the image and model: sizes, tile side, zoom limit, precision
+    GET  /api/info          the image and model: sizes, tile sides (largest, smallest), zoom limit, precision
     GET  /api/input.png     the input image (the page's preview, and what it shows below x1)
     GET  /api/tile?kind=liif|bicubic&height=H&width=W&i=I&j=J&client=C&gen=G[&th=TH&tw=TW&sy=R&sx=C]
                             one tile, PNG (tiles of TH x TW px, default the info's tile; they start
