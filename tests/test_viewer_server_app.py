@@ -83,6 +83,19 @@ def test_model_thread_jobs_go_in_arrival_order_on_one_thread_and_stale_waiters_l
     third.join(2)
     assert errors == ['cancelled'] and order == ['first', 'third']
     assert len({turns.run(threading.get_ident, lambda: False) for _ in range(3)} | {threading.get_ident()}) == 2
+    gate.clear()                                        # a cheap job (priority 0) goes ahead of waiting ones
+    order.clear()
+    threads = [threading.Thread(target=turns.run, args=(lambda: (gate.wait(5), order.append('blocker')),
+                                                        lambda: False))]
+    threads += [threading.Thread(target=turns.run, args=(lambda: order.append('model'), lambda: False))]
+    threads += [threading.Thread(target=turns.run, args=(lambda: order.append('bicubic'), lambda: False, 0))]
+    for t in threads:
+        t.start()
+        time.sleep(0.05)
+    gate.set()
+    for t in threads:
+        t.join(2)
+    assert order == ['blocker', 'bicubic', 'model']
     with pytest.raises(ZeroDivisionError):              # a job's error reaches its request; the thread goes on
         turns.run(lambda: 1 / 0, lambda: False)
     assert turns.run(lambda: 'next', lambda: False) == 'next'

@@ -13,6 +13,7 @@ every core; the page asks for the tiles nearest the pointer first).
 import collections
 import concurrent.futures
 import io
+import itertools
 import logging
 import os
 import queue
@@ -127,8 +128,8 @@ class Generations:
 
 
 class ModelThread:
-    """Runs jobs one at a time, in arrival order, on one long-lived (daemon) thread; a waiting job whose request
-    went stale leaves the line.
+    """Runs jobs one at a time on one long-lived (daemon) thread, in arrival order within a priority (bicubic
+    tiles go ahead of the model's); a waiting job whose request went stale leaves the line.
 
     One thread for the app's torch work (loading, encoding, tiles, bicubic; a save runs beside it on its
     own thread, which ends with it): torch's CPU thread pool belongs to the thread that calls it, and
@@ -139,12 +140,15 @@ class ModelThread:
     """
 
     def __init__(self):
-        self._jobs: 'queue.SimpleQueue[Tuple[concurrent.futures.Future, Callable[[], Any]]]' = queue.SimpleQueue()
+        # (priority, arrival, future, job): lower priority first, then arrival order
+        self._jobs: 'queue.PriorityQueue[Tuple[int, int, concurrent.futures.Future, Callable[[], Any]]]' = \
+            queue.PriorityQueue()
+        self._arrivals = itertools.count()
         threading.Thread(target=self._serve, name='viewer-model', daemon=True).start()
 
     def _serve(self) -> None:
         while True:
-            future, job = self._jobs.get()
+            _, _, future, job = self._jobs.get()
             if not future.set_running_or_notify_cancel():
                 continue  # its request went stale while it waited
             try:
@@ -152,13 +156,12 @@ class ModelThread:
             except BaseException as e:  # handed to the waiting request
                 future.set_exception(e)
 
-    def run(self, job: Callable[[], Any], should_stop: Callable[[], bool]) -> Any:
-        """job() once every earlier job is done; Cancelled if should_stop() turns true before it starts.
-
-        A job that has started stops by itself (the renderer asks should_stop between chunks).
+    def run(self, job: Callable[[], Any], should_stop: Callable[[], bool], priority: int = 1) -> Any:
+        """job() once every earlier job of its priority or a lower one is done; Cancelled if should_stop() turns
+        true before it starts. A job that has started stops by itself (the renderer asks should_stop between chunks).
         """
         future: concurrent.futures.Future = concurrent.futures.Future()
-        self._jobs.put((future, job))
+        self._jobs.put((priority, next(self._arrivals), future, job))
         while True:
             try:
                 return future.result(timeout=0.05)
@@ -252,9 +255,10 @@ class ViewerApp:
             return not self.generations.is_current(client, gen)
 
         try:
-            # bicubic too: any torch call off the model thread slows the model's later calls
+            # bicubic too: any torch call off the model thread slows the model's later calls; it takes
+            # milliseconds, so it goes ahead of the model's tiles waiting there
             if kind == 'bicubic':
-                rgb = self.model_thread.run(lambda: bicubic_region(self.rgb, size, rect), stale)
+                rgb = self.model_thread.run(lambda: bicubic_region(self.rgb, size, rect), stale, priority=0)
             else:
                 rgb = self.model_thread.run(lambda: self.renderer.render(size, rect, stale), stale)
         except Cancelled:
