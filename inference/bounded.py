@@ -126,6 +126,26 @@ class OutputGrid:
     rows: torch.Tensor
     cols: torch.Tensor
     cell: Tuple[float, float]
+    cell_t: torch.Tensor  # cell on the grid's device, made once (a host-to-device copy per band would wait on a GPU)
+
+    def coords(self, r0: int, r1: int, c0: int = 0, c1: Optional[int] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+        """(coord, cell), each (Q, 2): the pixels of rows r0:r1 x columns c0:c1, row by row."""
+        coord = torch.stack(torch.meshgrid(self.rows[r0:r1], self.cols[c0:c1], indexing='ij'), dim=-1).view(-1, 2)
+        return coord, self.cell_t.expand_as(coord)
+
+
+@dataclass(frozen=True)
+class EncodedInput:
+    """An input as an upscale queries it: the query state of the (window-padded) input, and that input's size."""
+    state: Any
+    model_hw: Tuple[int, int]
+
+
+def encode_for_upscale(model: torch.nn.Module, inp: torch.Tensor, test_time: TestTime = NO_TEST_TIME,
+                       max_mem_mb: float = DEFAULT_MAX_MEM_MB, amp: Optional[str] = None) -> EncodedInput:
+    """The window padding of test_time (if any), then the one bounded encoding an upscale of inp queries."""
+    model_inp = mirror_pad(inp, test_time.window) if test_time.window else inp
+    return EncodedInput(encode_bounded(model, model_inp, max_mem_mb, amp), tuple(model_inp.shape[-2:]))
 
 
 def output_grid(in_hw: Sequence[int], size: Sequence[int], model_hw: Sequence[int], test_time: TestTime,
@@ -137,36 +157,35 @@ def output_grid(in_hw: Sequence[int], size: Sequence[int], model_hw: Sequence[in
     cols = coord_seq(big_w, device=device) if mw == w else coord_seq(big_w, -1.0, -1.0 + 2.0 * w / mw, device)
     # as the authors form it: the fp32 pixel size, then the enlargement
     cell = tuple(float(torch.tensor(2.0 * n / (big * m)) * factor) for n, big, m in ((h, big_h, mh), (w, big_w, mw)))
-    return OutputGrid(rows, cols, cell)
+    return OutputGrid(rows, cols, cell, torch.tensor(cell, device=device))
 
 
 @torch.inference_mode()
 def iter_upscale_bands(model: torch.nn.Module, inp: torch.Tensor, size: Sequence[int],
                        bsize: Optional[int] = None, max_mem_mb: float = DEFAULT_MAX_MEM_MB,
-                       amp: Optional[str] = None, test_time: TestTime = NO_TEST_TIME
-                       ) -> Iterator[Tuple[int, torch.Tensor]]:
+                       amp: Optional[str] = None, test_time: TestTime = NO_TEST_TIME,
+                       encoded: Optional[EncodedInput] = None) -> Iterator[Tuple[int, torch.Tensor]]:
     """Yield (row0, band (N, 3, rows, W)) covering the H x W output top to bottom, normalised space.
 
     Only one band is alive at a time, so callers can write huge outputs into a uint8 buffer.
     test_time: the cell enlargement and window padding to apply (default none; model.test_time()
-    is what the method's authors use).
+    is what the method's authors use). encoded: encode_for_upscale of the same inp, test_time,
+    max_mem_mb and amp, made earlier (it is made here if None).
     """
     h, w = size
     n = inp.shape[0]
-    model_inp = mirror_pad(inp, test_time.window) if test_time.window else inp
-    grid = output_grid(inp.shape[-2:], size, model_inp.shape[-2:], test_time, inp.device)
-    feat = encode_bounded(model, model_inp, max_mem_mb, amp)
+    encoded = encoded or encode_for_upscale(model, inp, test_time, max_mem_mb, amp)
+    grid = output_grid(inp.shape[-2:], size, encoded.model_hw, test_time, inp.device)
+    feat = encoded.state
     rows = max(1, (bsize or _queries_per_call(model, max_mem_mb) // n) // w)
     if not getattr(model, 'pointwise', True):
-        cell = torch.tensor(grid.cell, device=inp.device).expand(n, 2)
         with autocast(inp.device, amp):
-            for r0, band in model.query_grid_bands(feat, grid.rows, grid.cols, cell, rows):
+            for r0, band in model.query_grid_bands(feat, grid.rows, grid.cols, grid.cell_t.expand(n, 2), rows):
                 yield r0, band.float()
         return
     for r0 in range(0, h, rows):
         r1 = min(h, r0 + rows)
-        coord = torch.stack(torch.meshgrid(grid.rows[r0:r1], grid.cols, indexing='ij'), dim=-1).view(-1, 2)
-        cell = torch.tensor(grid.cell, device=inp.device).expand_as(coord)
+        coord, cell = grid.coords(r0, r1)
         with autocast(inp.device, amp):
             pred = model.query(feat, coord.expand(n, -1, -1), cell.expand(n, -1, -1),
                                table_mb=table_budget_mb(max_mem_mb)).float()
@@ -190,12 +209,13 @@ def upscale(model: torch.nn.Module, inp: torch.Tensor, size: Sequence[int], bsiz
 def upscale_to_uint8(model: torch.nn.Module, inp: torch.Tensor, size: Sequence[int],
                      out: Optional[np.ndarray] = None, bsize: Optional[int] = None,
                      max_mem_mb: float = DEFAULT_MAX_MEM_MB, amp: Optional[str] = None,
-                     norm: DataNorm = DEMO, test_time: TestTime = NO_TEST_TIME) -> np.ndarray:
+                     norm: DataNorm = DEMO, test_time: TestTime = NO_TEST_TIME,
+                     encoded: Optional[EncodedInput] = None) -> np.ndarray:
     """The H x W upscale of one image inp ((1, 3, h, w) or (3, h, w), normalised) as uint8 RGB (H, W, 3).
 
     Written band by band into `out` (allocated if None): no float copy of the whole output exists.
     Values are de-normalised with `norm` (the model's; default the authors' demo 0.5 / 0.5),
-    clamped to [0, 1] and rounded to 8 bits.
+    clamped to [0, 1] and rounded to 8 bits. encoded: as iter_upscale_bands's.
     """
     if inp.dim() == 3:
         inp = inp.unsqueeze(0)
@@ -206,7 +226,7 @@ def upscale_to_uint8(model: torch.nn.Module, inp: torch.Tensor, size: Sequence[i
         out = np.empty((h, w, 3), dtype=np.uint8)
     elif out.shape != (h, w, 3) or out.dtype != np.uint8:
         raise ValueError(f"out must be a uint8 array of shape {(h, w, 3)}, not {out.dtype} {out.shape}")
-    for r0, band in iter_upscale_bands(model, inp, size, bsize, max_mem_mb, amp, test_time):
+    for r0, band in iter_upscale_bands(model, inp, size, bsize, max_mem_mb, amp, test_time, encoded):
         rgb = float_to_u8(norm.output(band[0].permute(1, 2, 0)))
         out[r0:r0 + rgb.shape[0]] = rgb.cpu().numpy()
     return out

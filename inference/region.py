@@ -13,14 +13,14 @@ from typing import Any, Callable, List, Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 
-from inference.bounded import (DEFAULT_MAX_MEM_MB, encode_bounded, output_grid, recommended_test_time,
-                               table_budget_mb)
+from inference.bounded import (DEFAULT_MAX_MEM_MB, EncodedInput, encode_for_upscale, output_grid,
+                               recommended_test_time, table_budget_mb)
 from models import fast_query
 from utils.amp import autocast
 from utils.image import float_to_u8
 from utils.imresize import RowResizer
 from utils.norm import DEMO, DataNorm
-from utils.testtime import TestTime, mirror_pad
+from utils.testtime import TestTime
 
 # queries per model call: ~0.1 s on a 2-core CPU, the granularity at which a stale request stops
 CHUNK_QUERIES = 8192
@@ -112,9 +112,9 @@ class RegionRenderer:
             raise ValueError(f"{type(model).__name__} is not pointwise: a region of it is not a crop of its upscale")
         if inp.dim() != 4 or inp.shape[0] != 1:
             raise ValueError(f"RegionRenderer takes one image (1, 3, h, w), not {tuple(inp.shape)}")
-        if int8 and (amp is not None or int8_unavailable(model, inp.device)):
-            raise ValueError(f"int8 regions need no autocast (amp {amp!r}) and an int8 query: "
-                             f"{int8_unavailable(model, inp.device) or 'it has one'}")
+        why = int8_unavailable(model, inp.device) if int8 else None
+        if int8 and (amp is not None or why):
+            raise ValueError(f"int8 regions need no autocast (amp {amp!r}) and an int8 query: {why or 'it has one'}")
         self.model, self.norm, self.amp, self.int8 = model, norm, amp, int8
         # the fast path's table budget inference.bounded gives the same max_mem_mb
         self.table_mb = table_budget_mb(max_mem_mb)
@@ -124,10 +124,8 @@ class RegionRenderer:
         self.test_time = recommended_test_time(model) if test_time is None else test_time
         self.in_hw: Tuple[int, int] = tuple(inp.shape[-2:])
         self.device = inp.device
-        # what iter_upscale_bands does: window padding (if any) before the one encoding
-        model_inp = mirror_pad(inp, self.test_time.window) if self.test_time.window else inp
-        self.model_hw: Tuple[int, int] = tuple(model_inp.shape[-2:])
-        self.state: Any = encode_bounded(model, model_inp, max_mem_mb, amp)
+        # the encoding iter_upscale_bands makes, kept: a save of the whole image can take it too
+        self.encoded: EncodedInput = encode_for_upscale(model, inp, self.test_time, max_mem_mb, amp)
 
     def predict(self, size: Sequence[int], rect: Rect, should_stop: Optional[Callable[[], bool]] = None,
                 chunk: Optional[int] = None) -> torch.Tensor:
@@ -137,17 +135,15 @@ class RegionRenderer:
         With int8 the values are within a few 8-bit levels of the fp32 ones, not a crop of them.
         """
         chunk = chunk or self.chunk
-        grid = output_grid(self.in_hw, size, self.model_hw, self.test_time, self.device)
-        coord = torch.stack(torch.meshgrid(grid.rows[rect.r0:rect.r1], grid.cols[rect.c0:rect.c1], indexing='ij'),
-                            dim=-1).view(1, -1, 2)
-        cell = torch.tensor(grid.cell, device=self.device).expand_as(coord)
+        grid = output_grid(self.in_hw, size, self.encoded.model_hw, self.test_time, self.device)
+        coord, cell = (t.unsqueeze(0) for t in grid.coords(rect.r0, rect.r1, rect.c0, rect.c1))
         pred = torch.empty(coord.shape[1], 3, device=self.device)
         query = self.model.query_int8 if self.int8 else self.model.query
         with torch.inference_mode(), autocast(self.device, self.amp):
             for q0 in range(0, coord.shape[1], chunk):
                 if should_stop is not None and should_stop():
                     raise Cancelled()
-                pred[q0:q0 + chunk] = query(self.state, coord[:, q0:q0 + chunk], cell[:, q0:q0 + chunk],
+                pred[q0:q0 + chunk] = query(self.encoded.state, coord[:, q0:q0 + chunk], cell[:, q0:q0 + chunk],
                                             table_mb=self.table_mb)[0].float()
         return pred.view(*rect.shape, 3)
 

@@ -262,10 +262,15 @@ def test_auto_precision_runs_int8_tiles_where_it_can_and_saves_fp32(tmp_path):
     assert not metasr.renderer.int8 and metasr.info()['precision'] == 'fp32'    # auto falls back
     with pytest.raises(UserError, match=r'^--precision int8: MetaSR \(this configuration\) has no int8 query$'):
         build_app(str(img), metasr_ckpt, torch.device('cpu'), Precision(None, 'asked for', int8=True), str(tmp_path))
+    model, encodings = liif.renderer.model, []
+    real_features = model.features
+    model.features = lambda inp: encodings.append(1) or real_features(inp)
     job = liif.start_save(20, 28)
     for _ in range(200):
         if job.state != 'running':
             break
         time.sleep(0.05)
+    assert encodings == []                      # the save takes the renderer's encoding instead of a second one
+    del model.features
     saved = np.asarray(Image.open(job.path).convert('RGB'))
     assert np.array_equal(saved, upscale_to_uint8(liif.renderer.model, liif.inp, (20, 28)))  # the fp32 pixels
