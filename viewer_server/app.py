@@ -285,7 +285,9 @@ class ViewerApp:
         start = time.perf_counter()
         r = self.renderer
         try:
-            out = upscale_to_uint8(r.model, self.inp, job.size, amp=r.amp, norm=r.norm, test_time=r.test_time)
+            # the renderer's encoding is the one this upscale would make (same input, options, amp)
+            out = upscale_to_uint8(r.model, self.inp, job.size, amp=r.amp, norm=r.norm, test_time=r.test_time,
+                                   encoded=r.encoded)
             save_atomic(out, job.path, 'PNG')
             job.state, job.message = 'done', f"wrote {job.path}"
         except Exception as e:  # the page shows the reason; the server keeps serving
