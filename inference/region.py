@@ -6,7 +6,9 @@ pixels as the same crop of the whole upscale, without computing the rest: the en
 per image (RegionRenderer), each region queries only its own pixels, in chunks, and a cancel check
 runs before the work and between chunks so superseded requests stop early.
 """
+import collections
 import math
+import threading
 from dataclasses import dataclass
 from typing import Any, Callable, List, Optional, Sequence, Tuple, Union
 
@@ -158,5 +160,33 @@ def bicubic_region(rgb: torch.Tensor, size: Sequence[int], rect: Rect) -> np.nda
 
     Same pixel centres as the model's grid; only the source pixels the region needs are touched.
     """
-    band = RowResizer(rgb, size)(rect.r0, rect.r1, rect.c0, rect.c1)
+    return _resized_region(RowResizer(rgb, size), rect)
+
+
+class BicubicRegions:
+    """bicubic_region of one image, keeping the resize tables of the last few output sizes.
+
+    A RowResizer's tables cover every output row and column of its size, so building one per tile
+    cost more than the tile (measured, 512x512 input, one thread: a 128 px tile 5.4 -> 2.3 ms at x10,
+    20.9 -> 1.3 ms at x64).
+    """
+
+    def __init__(self, rgb: torch.Tensor, sizes_kept: int = 4):
+        self.rgb, self.sizes_kept = rgb, sizes_kept
+        self._resizers: 'collections.OrderedDict[Tuple[int, int], RowResizer]' = collections.OrderedDict()
+        self._lock = threading.Lock()
+
+    def render(self, size: Sequence[int], rect: Rect) -> np.ndarray:
+        """bicubic_region(rgb, size, rect), the same pixels."""
+        key = (int(size[0]), int(size[1]))
+        with self._lock:
+            resizer = self._resizers.pop(key, None) or RowResizer(self.rgb, key)
+            self._resizers[key] = resizer
+            while len(self._resizers) > self.sizes_kept:
+                self._resizers.popitem(last=False)
+        return _resized_region(resizer, rect)
+
+
+def _resized_region(resizer: RowResizer, rect: Rect) -> np.ndarray:
+    band = resizer(rect.r0, rect.r1, rect.c0, rect.c1)
     return float_to_u8(band.permute(1, 2, 0)).cpu().numpy()

@@ -8,7 +8,8 @@ import torch
 import models
 from inference.bounded import upscale, upscale_to_uint8
 from inference.loading import load_sr
-from inference.region import (Cancelled, Rect, RegionRenderer, bicubic_region, tile_count, tile_rect,
+from inference import region
+from inference.region import (BicubicRegions, Cancelled, Rect, RegionRenderer, bicubic_region, tile_count, tile_rect,
                               tiles_meeting)
 from tests.helpers import ROOT, TINY_LIIF
 from utils.image import float_to_u8
@@ -198,6 +199,22 @@ def test_bicubic_region_is_the_crop_of_matlab_imresize():
         # the region's passes run rows first, imresize's smaller scale first: float rounding only
         assert np.abs(got.astype(int) - float_to_u8(want).numpy()).max() <= 1
         assert (torch.from_numpy(got).float() / 255 - want.clamp(0, 1)).abs().max() <= 0.5 / 255 + 1e-6
+
+
+def test_bicubic_regions_keep_the_tables_of_the_last_sizes_and_give_the_same_pixels(monkeypatch):
+    rgb = torch.rand(3, 11, 14)
+    sizes = ((41, 52), (41, 52), (30, 30), (41, 52), (50, 60), (30, 30))
+    rects = {size: (tile_rect(size, 16, 0, 0), tile_rect(size, 16, 1, 1)) for size in sizes}
+    want = {(size, r): bicubic_region(rgb, size, r) for size in sizes for r in rects[size]}
+    regions = BicubicRegions(rgb, sizes_kept=2)
+    built = []
+    real = region.RowResizer
+    monkeypatch.setattr(region, 'RowResizer', lambda img, size: built.append(tuple(size)) or real(img, size))
+    for size in sizes:
+        for r in rects[size]:
+            assert np.array_equal(regions.render(size, r), want[size, r]), (size, r)
+    # a table per size while it is among the last two used, built again once dropped
+    assert built == [(41, 52), (30, 30), (50, 60), (30, 30)]
 
 
 def test_non_pointwise_models_and_batches_are_refused():

@@ -29,7 +29,7 @@ from PIL import Image
 
 from inference.bounded import choose_test_time, upscale_to_uint8
 from inference.loading import load_sr
-from inference.region import Cancelled, RegionRenderer, bicubic_region, int8_unavailable, tile_rect
+from inference.region import BicubicRegions, Cancelled, RegionRenderer, int8_unavailable, tile_rect
 from inference.thin import pad_thin_input
 from utils.amp import Precision
 from utils.errors import UserError
@@ -196,6 +196,7 @@ class ViewerApp:
         self.renderer, self.rgb, self.name, self.save_dir = renderer, rgb, name, save_dir
         self.inp, self.tile, self.max_zoom, self.about = inp, tile, max_zoom, about
         self.size: Tuple[int, int] = tuple(rgb.shape[-2:])
+        self.bicubic = BicubicRegions(rgb)
         self.cache = TileCache(int(cache_mb * 2 ** 20))
         self.generations = Generations()
         self.model_thread = model_thread or ModelThread()
@@ -258,7 +259,7 @@ class ViewerApp:
             # bicubic too: any torch call off the model thread slows the model's later calls; it takes
             # milliseconds, so it goes ahead of the model's tiles waiting there
             if kind == 'bicubic':
-                rgb = self.model_thread.run(lambda: bicubic_region(self.rgb, size, rect), stale, priority=0)
+                rgb = self.model_thread.run(lambda: self.bicubic.render(size, rect), stale, priority=0)
             else:
                 rgb = self.model_thread.run(lambda: self.renderer.render(size, rect, stale), stale)
         except Cancelled:
