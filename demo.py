@@ -26,7 +26,7 @@ from utils.image_io import (NO_ALPHA_FORMATS, SIXTEEN_BIT_FORMATS, InputImage, o
 from utils.imresize import RowResizer
 from inference.thin import THIN_SIDE, pad_thin_input
 from inference.bounded import choose_test_time, iter_upscale_bands
-from inference.loading import LoadedModel, load_sr, select_device
+from inference.loading import LoadedModel, load_sr, resolve_model, select_device
 from inference.onnx_runner import OnnxSR
 from utils.amp import AMP_DTYPES, resolve_precision
 from utils.norm import DEMO, DataNorm
@@ -35,7 +35,6 @@ from utils.testtime import TestTime
 
 log = logging.getLogger('demo')
 
-BUNDLED_MODEL = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'weights', 'liif-edsr-baseline.pth')
 MAX_SIDE = 1 << 16
 MAX_PIXELS = 1 << 30
 # ITU-R 601 luma, the weights PIL uses for RGB -> L: grayscale inputs get grayscale outputs
@@ -107,15 +106,6 @@ def target_size(in_hw: Sequence[int], resolution: Optional[str], scale: Optional
 def wxh(hw: Sequence[int]) -> str:
     """A (h, w) size written the way image tools write it: 'WxH'."""
     return f"{hw[1]}x{hw[0]}"
-
-
-def resolve_model(path: Optional[str]) -> str:
-    """The checkpoint to use: --model, else the bundled one if it exists."""
-    if path is not None:
-        return path
-    if not os.path.isfile(BUNDLED_MODEL):
-        raise UserError(f"no bundled model at {os.path.relpath(BUNDLED_MODEL)}: pass --model CKPT")
-    return BUNDLED_MODEL
 
 
 def _quantise(x: torch.Tensor, peak: int, dtype) -> np.ndarray:

@@ -13,7 +13,7 @@ import os
 import sys
 from typing import List, Optional
 
-from inference.loading import select_device
+from inference.loading import resolve_model, select_device
 from utils import testtime
 from utils.amp import VIEW_PRECISIONS, resolve_precision
 from utils.cli import run_cli
@@ -23,7 +23,6 @@ from viewer_server.server import serve
 
 log = logging.getLogger('viewer')
 
-BUNDLED_MODEL = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'weights', 'liif-edsr-baseline.pth')
 LOOPBACK = ('127.0.0.1', 'localhost', '::1')
 
 
@@ -53,9 +52,9 @@ def main(argv: Optional[List[str]] = None) -> None:
     logging.basicConfig(level=logging.INFO, format='%(levelname)s %(name)s: %(message)s')
     if not 0 <= args.port <= 65535:
         raise UserError(f"--port must be 0-65535, not {args.port}")
-    checkpoint = args.model or BUNDLED_MODEL
+    checkpoint = resolve_model(args.model)
     if not os.path.isfile(checkpoint):
-        raise UserError(f"checkpoint not found: {checkpoint}" + ('' if args.model else ": pass --model CKPT"))
+        raise UserError(f"checkpoint not found: {checkpoint}")
     device = select_device(args.gpu)
     precision = resolve_precision(args.precision, device, int8=True)
     app = build_app(args.input, checkpoint, device, precision, args.save_dir, testtime.flag_values(args),

@@ -23,6 +23,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks.common import environment, sync  # noqa: E402
+from inference.loading import BUNDLED_MODEL  # noqa: E402
 from inference.region import Rect, tile_count, tile_rect, tiles_meeting  # noqa: E402
 from utils.amp import VIEW_PRECISIONS, resolve_precision  # noqa: E402
 from viewer_server.app import Superseded, build_app  # noqa: E402
@@ -110,7 +111,7 @@ def main() -> None:
     """Build the viewer's app as viewer.py does, then time a zoom, a pan and a cancellation."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('--input', default=os.path.join(ROOT, 'assets', 'sample.png'))
-    p.add_argument('--model', default=os.path.join(ROOT, 'weights', 'liif-edsr-baseline.pth'))
+    p.add_argument('--model', default=BUNDLED_MODEL)
     p.add_argument('--zoom', type=float, default=10.0)
     p.add_argument('--view', default='1280,800', help="view W,H in device pixels")
     p.add_argument('--pan', type=int, default=256, help="pan to the right by this many pixels")

@@ -13,6 +13,19 @@ from utils.norm import DataNorm
 
 log = logging.getLogger(__name__)
 
+# the model trained here and shipped with the repository: demo.py's and viewer.py's default
+BUNDLED_MODEL = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'weights',
+                             'liif-edsr-baseline.pth')
+
+
+def resolve_model(path: Optional[str]) -> str:
+    """The checkpoint to use: --model, else the bundled one if it exists."""
+    if path is not None:
+        return path
+    if not os.path.isfile(BUNDLED_MODEL):
+        raise UserError(f"no bundled model at {os.path.relpath(BUNDLED_MODEL)}: pass --model CKPT")
+    return BUNDLED_MODEL
+
 
 def select_device(gpu: Optional[str]) -> torch.device:
     """cuda:ID for `--gpu ID`; without it cuda:0 when CUDA is present, else the CPU; `--gpu cpu` forces the CPU."""

@@ -23,6 +23,7 @@ from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from inference.loading import BUNDLED_MODEL  # noqa: E402
 from utils.amp import VIEW_PRECISIONS, resolve_precision  # noqa: E402
 from utils.cli import run_cli  # noqa: E402
 from utils.errors import UserError  # noqa: E402
@@ -99,7 +100,7 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     """Command-line arguments."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('--input', default=os.path.join(ROOT, 'assets', 'sample.png'))
-    p.add_argument('--model', default=os.path.join(ROOT, 'weights', 'liif-edsr-baseline.pth'))
+    p.add_argument('--model', default=BUNDLED_MODEL)
     p.add_argument('--output', required=True, help="screenshot PNG")
     p.add_argument('--zoom', type=float, default=3.7)
     p.add_argument('--size', default='900,560', help="browser viewport W,H")

@@ -17,7 +17,7 @@ from utils.coord import make_cell, make_coord
 from utils.amp import Precision
 from utils.errors import UserError
 from utils.imresize import imresize
-from inference.loading import load_sr_model
+from inference.loading import BUNDLED_MODEL, load_sr_model
 from inference.thin import OriginalFrameQueries, pad_thin_input
 
 pytestmark = pytest.mark.usefixtures('one_thread')
@@ -166,7 +166,7 @@ def test_bad_sizes(files, args, match):
 def test_bundled_model(files):
     out = files['dir'] / 'out.png'
     argv = ['--input', str(files['dir'] / 'rgb.png'), '--scale', '1', '--output', str(out)]
-    if os.path.isfile(demo.BUNDLED_MODEL):
+    if os.path.isfile(BUNDLED_MODEL):
         demo.main(argv)
         assert out.exists()
     else:
@@ -256,7 +256,7 @@ def test_downscale_is_antialiased_not_point_sampled(files, caplog):
 @pytest.mark.parametrize('hw', [(1, 40), (2, 40), (40, 1)])
 def test_thin_inputs_keep_their_colour(tmp_path, hw):
     """A uniform red line 1 px tall came out about (165, 44, 41) at its centre and up to 88 levels off."""
-    if not os.path.isfile(demo.BUNDLED_MODEL):
+    if not os.path.isfile(BUNDLED_MODEL):
         pytest.skip("the bundled model is needed: a random one has no colour to keep")
     Image.fromarray(np.tile(np.array([200, 10, 10], np.uint8), (*hw, 1))).save(tmp_path / 'line.png')
     demo.main(['--input', str(tmp_path / 'line.png'), '--scale', '4', '--output', str(tmp_path / 'out.png')])

@@ -7,7 +7,7 @@ import torch
 
 import models
 from inference.bounded import upscale, upscale_to_uint8
-from inference.loading import load_sr
+from inference.loading import BUNDLED_MODEL as BUNDLED, load_sr
 from inference import region
 from inference.region import (BicubicRegions, Cancelled, Rect, RegionRenderer, bicubic_region, tile_count, tile_rect,
                               tiles_meeting)
@@ -18,7 +18,6 @@ from utils.imresize import imresize
 from utils.norm import DEMO
 from utils.testtime import TestTime
 
-BUNDLED = os.path.join(ROOT, 'weights', 'liif-edsr-baseline.pth')
 
 
 def tiny_renderer(inp, **kwargs):

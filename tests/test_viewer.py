@@ -8,12 +8,12 @@ import torch
 from PIL import Image
 
 from inference.bounded import upscale_to_uint8
+from inference.loading import BUNDLED_MODEL as BUNDLED
 from tests.helpers import ROOT, error_lines, load_script, run_script
 from utils.amp import resolve_precision
 from utils.errors import UserError
 from viewer_server.app import build_app
 
-BUNDLED = os.path.join(ROOT, 'weights', 'liif-edsr-baseline.pth')
 
 
 def test_a_bad_argument_is_one_line_and_exit_code_2():
