@@ -26,7 +26,7 @@ from benchmarks.common import environment, sync  # noqa: E402
 from inference.loading import BUNDLED_MODEL  # noqa: E402
 from inference.region import Rect, tile_count, tile_rect, tiles_meeting  # noqa: E402
 from utils.amp import VIEW_PRECISIONS, resolve_precision  # noqa: E402
-from viewer_server.app import Superseded, build_app  # noqa: E402
+from viewer_server.app import MIN_TILE, Superseded, build_app, tile_key  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -36,7 +36,7 @@ def page_layout(view: Rect, tile: int, aligned: bool):
     as few rows / columns of at most `tile` px as span the view, one starting at its top-left corner."""
     if not aligned:
         return (tile, tile), (0, 0)
-    sides = tuple(math.ceil(n / math.ceil(n / tile)) if o >= 0 else tile
+    sides = tuple(min(tile, max(math.ceil(n / math.ceil(n / tile)), min(MIN_TILE, tile))) if o >= 0 else tile
                   for n, o in zip(view.shape, (view.r0, view.c0)))
     return sides, tuple((-o) % t if o > 0 else 0 for o, t in zip((view.r0, view.c0), sides))
 
@@ -58,7 +58,7 @@ def render_view(app, size, view: Rect, layout, gen: int, in_flight: int = 2):
     and to all, tiles, queries)."""
     tile_hw, shift = layout
     todo = [ij for ij in ordered_tiles(size, tile_hw, view, shift)
-            if app.cache.get(('liif', *size, *tile_hw, *shift, *ij)) is None]
+            if app.cache.get(tile_key('liif', size, tile_hw, shift, *ij)) is None]
     lock, done = threading.Lock(), []
     start, cpu0 = time.perf_counter(), time.process_time()
 
@@ -159,7 +159,7 @@ def main() -> None:
           f" first {first:.2f} s [{first_cpu / threads:.2f}]")
     rows, cols = tile_count(size, *layout)
     fresh = next(((i, j) for i in range(rows) for j in range(cols)
-                  if app.cache.get(('liif', *size, *layout[0], *layout[1], i, j)) is None), None)
+                  if app.cache.get(tile_key('liif', size, *layout, i, j)) is None), None)
     if fresh is not None:
         seconds, how = cancel_latency(app, size, layout, *fresh)
         print(f"cancel: a newer view 20 ms into a tile: the tile {how} ({seconds:.2f} s after it) "

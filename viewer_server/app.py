@@ -245,7 +245,7 @@ class ViewerApp:
             rect = tile_rect(size, (th, tw), i, j, shift)
         except ValueError as e:
             raise RequestError(400, str(e)) from None
-        key = (kind, height, width, th, tw, *shift, i, j)
+        key = tile_key(kind, size, (th, tw), shift, i, j)
         data = self.cache.get(key)
         if data is not None:
             return data
@@ -295,6 +295,12 @@ class ViewerApp:
             log.exception("save to %s failed", job.path)
             job.state, job.message = 'error', f"save failed: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
         job.seconds = time.perf_counter() - start
+
+
+def tile_key(kind: str, size: Tuple[int, int], size_hw: Tuple[int, int], shift: Tuple[int, int], i: int,
+             j: int) -> Tuple[Any, ...]:
+    """The tile cache's key of tile (i, j) of a grid of `size` cut into size_hw tiles shifted by `shift`."""
+    return (kind, *size, *size_hw, *shift, i, j)
 
 
 def check_client(client: str) -> str:
