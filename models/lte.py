@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from models import fast_query
-from models.implicit import ImplicitSR, encoder_input
+from models.implicit import ImplicitSR
 from models.registry import make, register
 from models.sampling import BORDER_EPS, corner_shifts, corner_weights, nearest_index, sample_nearest
 from utils.coord import coord_seq, make_coord
@@ -58,20 +58,12 @@ class _LteBase(ImplicitSR):
 
     # ---- the interface ----
 
-    def features(self, inp: torch.Tensor) -> torch.Tensor:
-        """The encoder's feature map (N, E, h, w) of inp (N, 3, h_in, w_in)."""
-        return self.encoder(encoder_input(inp, self.channels_last))
-
     def prepare(self, feat: torch.Tensor, inp: torch.Tensor) -> LteState:
         """The coef / freq maps of feat and the input for the skip: once per image."""
         cl = torch.channels_last
         return LteState(inp=inp, coef=self.coef(feat).contiguous(memory_format=cl),
                         freq=self.freq(feat).contiguous(memory_format=cl),
                         centre_size=self.centre_size(feat, inp))
-
-    def encode(self, inp: torch.Tensor) -> LteState:
-        """prepare(features(inp), inp); stores nothing."""
-        return self.prepare(self.features(inp), inp)
 
     def test_time(self) -> TestTime:
         """The authors' evaluation: cell clip at x4; window 8 padding when the encoder is SwinIR."""
