@@ -112,7 +112,7 @@ class _LteBase(ImplicitSR):
             out = plan.predict(coord, cell, None)
         else:
             # in-place buffers would escape autocast's casts
-            scratch = None if torch.is_autocast_enabled(coord.device.type) else fast_query.Scratch()
+            scratch = None if fast_query.autocast_enabled(coord.device) else fast_query.Scratch()
             step = max(1, fast_query.rows_per_pass(coord.device) // (4 * n))
             out = coord.new_empty(n, q, plan.out_dim)
             for i in range(0, q, step):
