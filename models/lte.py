@@ -18,7 +18,7 @@ from torch import nn
 from models import fast_query
 from models.implicit import ImplicitSR
 from models.registry import make, register
-from models.sampling import BORDER_EPS, corner_shifts, corner_weights, nearest_index, sample_nearest
+from models.sampling import BORDER_EPS, corner_shifts, corner_weights, nearest_index, sample_corners
 from utils.coord import coord_seq, make_coord
 from utils.testtime import TestTime
 
@@ -128,9 +128,9 @@ class _LteBase(ImplicitSR):
         chosen = (coord + corner_shifts(h, w, True, coord).view(-1, 1, 1, 2)).clamp(-1 + BORDER_EPS, 1 - BORDER_EPS)
         centres = make_coord(state.centre_size, flatten=False, device=coord.device).permute(2, 0, 1)
         centres = centres.unsqueeze(0).expand(n, -1, -1, -1)
-        rel = (coord - _sample_corners(centres, chosen)) * hw
-        amp = _sample_corners(state.coef, chosen)
-        freq = _sample_corners(state.freq, chosen)
+        rel = (coord - sample_corners(centres, chosen)) * hw
+        amp = sample_corners(state.coef, chosen)
+        freq = sample_corners(state.freq, chosen)
         k = freq.shape[-1] // 2
         pairs = freq.view(*freq.shape[:-1], k, 2) if self.interleaved \
             else freq.view(*freq.shape[:-1], 2, k).transpose(-1, -2)
@@ -144,11 +144,6 @@ class _LteBase(ImplicitSR):
 def window_of(encoder_name: str) -> Optional[int]:
     """The window padding the authors evaluate an encoder with (registry name): 8 for SwinIR, else none."""
     return SWINIR_WINDOW if encoder_name == 'swinir' else None
-
-
-def _sample_corners(feat: torch.Tensor, coord: torch.Tensor) -> torch.Tensor:
-    """sample_nearest of feat (N, C, h, w) at coord (P, N, Q, 2): (P, N, Q, C)."""
-    return sample_nearest(feat, coord.transpose(0, 1)).transpose(0, 1)
 
 
 def bilinear_skip(inp: torch.Tensor, coord: torch.Tensor) -> torch.Tensor:
