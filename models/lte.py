@@ -135,8 +135,7 @@ class _LteBase(ImplicitSR):
         pairs = freq.view(*freq.shape[:-1], k, 2) if self.interleaved \
             else freq.view(*freq.shape[:-1], 2, k).transpose(-1, -2)
         g = (pairs * rel.unsqueeze(-2)).sum(dim=-1) + F.linear(cell * hw, self.phase.weight)
-        basis = torch.cat([torch.cos(math.pi * g), torch.sin(math.pi * g)], dim=-1)
-        preds = self.decode((amp * basis).reshape(-1, 2 * k)).view(*rel.shape[:-1], -1)
+        preds = self.decode(fourier_basis(amp, g).reshape(-1, 2 * k)).view(*rel.shape[:-1], -1)
         out = (preds * corner_weights(rel, True).unsqueeze(-1)).sum(dim=0)
         return out + bilinear_skip(state.inp, coord)
 
@@ -144,6 +143,14 @@ class _LteBase(ImplicitSR):
 def window_of(encoder_name: str) -> Optional[int]:
     """The window padding the authors evaluate an encoder with (registry name): 8 for SwinIR, else none."""
     return SWINIR_WINDOW if encoder_name == 'swinir' else None
+
+
+def fourier_basis(amp: torch.Tensor, phase: torch.Tensor) -> torch.Tensor:
+    """amp * [cos(pi g), sin(pi g)] (cosines first) of g = phase, pi multiplied in g's dtype (LTE.md steps 6-7)."""
+    # the reference basis of both LTE and LMF: one product pi * g (a Python scalar, so float32 for float32 g)
+    # feeds both cos and sin, exactly the values the two separate products pi * g gave
+    g = math.pi * phase
+    return amp * torch.cat([torch.cos(g), torch.sin(g)], dim=-1)
 
 
 def bilinear_skip(inp: torch.Tensor, coord: torch.Tensor) -> torch.Tensor:
