@@ -34,7 +34,7 @@ from models.registry import make, register
 from models.sampling import BORDER_EPS, corner_shifts, corner_weights, nearest_index
 from utils.coord import coord_seq
 from utils.errors import UserError
-from utils.testtime import TestTime
+from utils.testtime import CELL_MAX_SCALE, TestTime
 
 # the authors' eval-mode chunk of queries (int(2160 * 3840 * 0.5)): one 4K frame at x2
 AUTHORS_BSIZE = 4147200
@@ -139,7 +139,7 @@ class LatentModulated(ImplicitSR):
 
     def test_time(self) -> TestTime:
         """The authors' evaluation: cell enlarged beyond x4; window padding 8 for a SwinIR encoder."""
-        return TestTime(cell_max_scale=4, window=window_of(self.encoder_name))
+        return TestTime(cell_max_scale=CELL_MAX_SCALE, window=window_of(self.encoder_name))
 
     def query(self, state: LMFState, coord: torch.Tensor, cell: Optional[torch.Tensor] = None,
               table_mb: float = DEFAULT_TABLE_MB) -> torch.Tensor:

@@ -20,11 +20,9 @@ from models.implicit import ImplicitSR
 from models.registry import make, register
 from models.sampling import BORDER_EPS, corner_shifts, corner_weights, nearest_index, sample_corners
 from utils.coord import coord_seq, make_coord
-from utils.testtime import TestTime
+from utils.testtime import CELL_MAX_SCALE, TestTime
 
-# the authors evaluate beyond x4 (their training range) with the cell enlarged (LTE.md, test-time protocol)
-CELL_MAX_SCALE = 4
-# ... and SwinIR encoders on inputs mirrored to whole 8 x 8 windows plus one
+# the authors evaluate SwinIR encoders on inputs mirrored to whole 8 x 8 windows plus one (LTE.md)
 SWINIR_WINDOW = 8
 
 
