@@ -21,7 +21,7 @@ from torch import nn
 from inference.onnx_runner import MANIFEST_FILE
 from models.liif import LIIF
 from models.metasr import MetaSR
-from models.sampling import BORDER_EPS, corner_weights, sample_nearest, unfold3x3
+from models.sampling import BORDER_EPS, corner_weights, sample_corners, sample_nearest, unfold3x3
 from utils.errors import UserError
 from utils.norm import DataNorm
 
@@ -85,11 +85,6 @@ def map_corner_shifts(feat: torch.Tensor, local_ensemble: bool) -> torch.Tensor:
     return (CORNER_SIGNS * (_double(1) / _hw(feat).double()) + _double(BORDER_EPS)).float()
 
 
-def _sample_corners(feat: torch.Tensor, coord: torch.Tensor) -> torch.Tensor:
-    """sample_nearest of feat (N, C, h, w) at coord (P, N, Q, 2): (P, N, Q, C)."""
-    return sample_nearest(feat, coord.transpose(0, 1)).transpose(0, 1)
-
-
 class LIIFQueryGraph(nn.Module):
     """LIIF.query_reference with the map size read from feat: (feat, coord, cell) -> (N, Q, 3)."""
 
@@ -108,8 +103,8 @@ class LIIFQueryGraph(nn.Module):
         hw = _hw(feat)
         chosen = (coord + map_corner_shifts(feat, self.local_ensemble).view(-1, 1, 1, 2)) \
             .clamp(-1 + BORDER_EPS, 1 - BORDER_EPS)
-        rel = (coord - _sample_corners(map_centres(feat), chosen)) * hw
-        parts = [_sample_corners(codes, chosen), rel]
+        rel = (coord - sample_corners(map_centres(feat), chosen)) * hw
+        parts = [sample_corners(codes, chosen), rel]
         if self.cell_decode:
             parts.append((cell * hw).expand_as(rel))
         preds = self.imnet(torch.cat(parts, dim=-1))

@@ -317,7 +317,7 @@ def check_int8(feat: torch.Tensor, params: Iterator[torch.Tensor]) -> None:
     reason = int8_unavailable()
     if reason:
         raise ValueError(f"the int8 query cannot run: {reason}")
-    if _autocast_enabled(feat.device):
+    if autocast_enabled(feat.device):
         raise ValueError("the int8 query does not mix with autocast")
     if torch.is_grad_enabled() and (feat.requires_grad or any(p.requires_grad for p in params)):
         raise ValueError("the int8 query is for inference: it has no gradients (use torch.no_grad)")
@@ -418,7 +418,8 @@ def _conv_precision_of_matmul(device: torch.device) -> Iterator[None]:
         yield
 
 
-def _autocast_enabled(device: torch.device) -> bool:
+def autocast_enabled(device: torch.device) -> bool:
+    """Whether autocast is on for device's type, on any torch (the per-device-type query is torch >= 2.4)."""
     try:
         return torch.is_autocast_enabled(device.type)
     except TypeError:  # torch < 2.4: per-device functions
@@ -486,7 +487,7 @@ def _run(plan: _Plan, feat: torch.Tensor, coord: torch.Tensor, extra: Optional[t
         return plan.predict(build_table(feat, plan.conv, *span), plan.choose(coord, extra), coord, extra, None)
 
     # out= buffers do not mix with autocast (it would not cast them); the GPU allocator is cheap anyway
-    scratch = None if _autocast_enabled(feat.device) else Scratch()
+    scratch = None if autocast_enabled(feat.device) else Scratch()
     conv = plan.table_conv(ones_column=scratch is not None)
     budget_rows = int(table_mb * 2 ** 20 // (n * w * conv.channels * 4))
     windowed = span[1] - span[0] > budget_rows

@@ -6,7 +6,7 @@ import torch
 from models import fast_query
 from models.implicit import ImplicitSR
 from models.registry import make, register
-from models.sampling import BORDER_EPS, corner_shifts, corner_weights, sample_nearest, unfold3x3
+from models.sampling import BORDER_EPS, corner_shifts, corner_weights, sample_corners, sample_nearest, unfold3x3
 from utils.coord import make_coord
 
 
@@ -59,14 +59,9 @@ class LIIF(ImplicitSR):
         chosen = (coord + corner_shifts(h, w, self.local_ensemble, coord).view(-1, 1, 1, 2)) \
             .clamp(-1 + BORDER_EPS, 1 - BORDER_EPS)
         centres = make_coord((h, w), flatten=False, device=feat.device).permute(2, 0, 1).expand(n, 2, h, w)
-        rel = (coord - _sample_corners(centres, chosen)) * hw
-        parts = [_sample_corners(codes, chosen), rel]
+        rel = (coord - sample_corners(centres, chosen)) * hw
+        parts = [sample_corners(codes, chosen), rel]
         if self.cell_decode:
             parts.append((cell * hw).expand_as(rel))
         preds = self.imnet(torch.cat(parts, dim=-1))
         return (preds * corner_weights(rel, self.local_ensemble).unsqueeze(-1)).sum(dim=0)
-
-
-def _sample_corners(feat: torch.Tensor, coord: torch.Tensor) -> torch.Tensor:
-    """sample_nearest of feat (N, C, h, w) at coord (P, N, Q, 2): (P, N, Q, C)."""
-    return sample_nearest(feat, coord.transpose(0, 1)).transpose(0, 1)

@@ -29,12 +29,12 @@ from torch import nn
 
 from models.fast_query import DEFAULT_TABLE_MB, rows_per_pass
 from models.implicit import ImplicitSR
-from models.lte import bilinear_skip, window_of
+from models.lte import bilinear_skip, fourier_basis, window_of
 from models.registry import make, register
 from models.sampling import BORDER_EPS, corner_shifts, corner_weights, nearest_index
 from utils.coord import coord_seq
 from utils.errors import UserError
-from utils.testtime import TestTime
+from utils.testtime import CELL_MAX_SCALE, TestTime
 
 # the authors' eval-mode chunk of queries (int(2160 * 3840 * 0.5)): one 4K frame at x2
 AUTHORS_BSIZE = 4147200
@@ -139,7 +139,7 @@ class LatentModulated(ImplicitSR):
 
     def test_time(self) -> TestTime:
         """The authors' evaluation: cell enlarged beyond x4; window padding 8 for a SwinIR encoder."""
-        return TestTime(cell_max_scale=4, window=window_of(self.encoder_name))
+        return TestTime(cell_max_scale=CELL_MAX_SCALE, window=window_of(self.encoder_name))
 
     def query(self, state: LMFState, coord: torch.Tensor, cell: Optional[torch.Tensor] = None,
               table_mb: float = DEFAULT_TABLE_MB) -> torch.Tensor:
@@ -317,12 +317,6 @@ def _reach(coord: torch.Tensor, h: int, w: int, local_ensemble: bool) -> Tuple[i
     return bounds[0], bounds[1], bounds[2], bounds[3]
 
 
-def _fourier(amp: torch.Tensor, phase: torch.Tensor) -> torch.Tensor:
-    """amp * [cos(pi g), sin(pi g)] (cosines first), pi multiplied in float32 (LTE.md steps 6-7)."""
-    g = math.pi * phase
-    return amp * torch.cat([torch.cos(g), torch.sin(g)], dim=-1)
-
-
 @register('lmliif')
 class LMLIIF(LatentModulated):
     """Latent-modulated LIIF (LMF.md 'lmliif').
@@ -447,7 +441,7 @@ class LMLTE(LatentModulated):
         g = freq.unflatten(-1, (k // 2, 2)).sum(dim=-1)
         if rc is not None:
             g = g + self.phase(rc)
-        mod = self.hypernet(_fourier(coef, g))
+        mod = self.hypernet(fourier_basis(coef, g))
         return mod if self.mod_input else torch.cat([mod, rows], dim=-1)
 
     def _render_input(self, code: torch.Tensor, rel: torch.Tensor, rc: Optional[torch.Tensor]) -> torch.Tensor:
@@ -457,7 +451,7 @@ class LMLTE(LatentModulated):
         g = (freq.unflatten(-1, (half // 2, 2)) * rel.unsqueeze(-2)).sum(dim=-1)
         if rc is not None:
             g = g + (self.imphase if self.mod_input else self.phase)(rc)
-        return _fourier(coef, g)
+        return fourier_basis(coef, g)
 
     def _skip(self, state: LMFState, coord: torch.Tensor) -> torch.Tensor:
         """Bilinear (border, align_corners False) sample of the input at coord: (N, q, 3)."""

@@ -16,15 +16,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from models import fast_query
-from models.implicit import ImplicitSR, encoder_input
+from models.implicit import ImplicitSR
 from models.registry import make, register
-from models.sampling import BORDER_EPS, corner_shifts, corner_weights, nearest_index, sample_nearest
+from models.sampling import BORDER_EPS, corner_shifts, corner_weights, nearest_index, sample_corners
 from utils.coord import coord_seq, make_coord
-from utils.testtime import TestTime
+from utils.testtime import CELL_MAX_SCALE, TestTime
 
-# the authors evaluate beyond x4 (their training range) with the cell enlarged (LTE.md, test-time protocol)
-CELL_MAX_SCALE = 4
-# ... and SwinIR encoders on inputs mirrored to whole 8 x 8 windows plus one
+# the authors evaluate SwinIR encoders on inputs mirrored to whole 8 x 8 windows plus one (LTE.md)
 SWINIR_WINDOW = 8
 
 
@@ -58,20 +56,12 @@ class _LteBase(ImplicitSR):
 
     # ---- the interface ----
 
-    def features(self, inp: torch.Tensor) -> torch.Tensor:
-        """The encoder's feature map (N, E, h, w) of inp (N, 3, h_in, w_in)."""
-        return self.encoder(encoder_input(inp, self.channels_last))
-
     def prepare(self, feat: torch.Tensor, inp: torch.Tensor) -> LteState:
         """The coef / freq maps of feat and the input for the skip: once per image."""
         cl = torch.channels_last
         return LteState(inp=inp, coef=self.coef(feat).contiguous(memory_format=cl),
                         freq=self.freq(feat).contiguous(memory_format=cl),
                         centre_size=self.centre_size(feat, inp))
-
-    def encode(self, inp: torch.Tensor) -> LteState:
-        """prepare(features(inp), inp); stores nothing."""
-        return self.prepare(self.features(inp), inp)
 
     def test_time(self) -> TestTime:
         """The authors' evaluation: cell clip at x4; window 8 padding when the encoder is SwinIR."""
@@ -120,7 +110,7 @@ class _LteBase(ImplicitSR):
             out = plan.predict(coord, cell, None)
         else:
             # in-place buffers would escape autocast's casts
-            scratch = None if torch.is_autocast_enabled(coord.device.type) else fast_query.Scratch()
+            scratch = None if fast_query.autocast_enabled(coord.device) else fast_query.Scratch()
             step = max(1, fast_query.rows_per_pass(coord.device) // (4 * n))
             out = coord.new_empty(n, q, plan.out_dim)
             for i in range(0, q, step):
@@ -136,15 +126,14 @@ class _LteBase(ImplicitSR):
         chosen = (coord + corner_shifts(h, w, True, coord).view(-1, 1, 1, 2)).clamp(-1 + BORDER_EPS, 1 - BORDER_EPS)
         centres = make_coord(state.centre_size, flatten=False, device=coord.device).permute(2, 0, 1)
         centres = centres.unsqueeze(0).expand(n, -1, -1, -1)
-        rel = (coord - _sample_corners(centres, chosen)) * hw
-        amp = _sample_corners(state.coef, chosen)
-        freq = _sample_corners(state.freq, chosen)
+        rel = (coord - sample_corners(centres, chosen)) * hw
+        amp = sample_corners(state.coef, chosen)
+        freq = sample_corners(state.freq, chosen)
         k = freq.shape[-1] // 2
         pairs = freq.view(*freq.shape[:-1], k, 2) if self.interleaved \
             else freq.view(*freq.shape[:-1], 2, k).transpose(-1, -2)
         g = (pairs * rel.unsqueeze(-2)).sum(dim=-1) + F.linear(cell * hw, self.phase.weight)
-        basis = torch.cat([torch.cos(math.pi * g), torch.sin(math.pi * g)], dim=-1)
-        preds = self.decode((amp * basis).reshape(-1, 2 * k)).view(*rel.shape[:-1], -1)
+        preds = self.decode(fourier_basis(amp, g).reshape(-1, 2 * k)).view(*rel.shape[:-1], -1)
         out = (preds * corner_weights(rel, True).unsqueeze(-1)).sum(dim=0)
         return out + bilinear_skip(state.inp, coord)
 
@@ -154,9 +143,12 @@ def window_of(encoder_name: str) -> Optional[int]:
     return SWINIR_WINDOW if encoder_name == 'swinir' else None
 
 
-def _sample_corners(feat: torch.Tensor, coord: torch.Tensor) -> torch.Tensor:
-    """sample_nearest of feat (N, C, h, w) at coord (P, N, Q, 2): (P, N, Q, C)."""
-    return sample_nearest(feat, coord.transpose(0, 1)).transpose(0, 1)
+def fourier_basis(amp: torch.Tensor, phase: torch.Tensor) -> torch.Tensor:
+    """amp * [cos(pi g), sin(pi g)] (cosines first) of g = phase, pi multiplied in g's dtype (LTE.md steps 6-7)."""
+    # the reference basis of both LTE and LMF: one product pi * g (a Python scalar, so float32 for float32 g)
+    # feeds both cos and sin, exactly the values the two separate products pi * g gave
+    g = math.pi * phase
+    return amp * torch.cat([torch.cos(g), torch.sin(g)], dim=-1)
 
 
 def bilinear_skip(inp: torch.Tensor, coord: torch.Tensor) -> torch.Tensor:

@@ -20,6 +20,11 @@ def sample_nearest(feat: torch.Tensor, coord: torch.Tensor) -> torch.Tensor:
     return out[:, :, 0].permute(0, 2, 1).reshape(*coord.shape[:-1], c)
 
 
+def sample_corners(feat: torch.Tensor, coord: torch.Tensor) -> torch.Tensor:
+    """sample_nearest of feat (N, C, h, w) at the corners' coord (P, N, Q, 2): (P, N, Q, C)."""
+    return sample_nearest(feat, coord.transpose(0, 1)).transpose(0, 1)
+
+
 def unfold3x3(feat: torch.Tensor) -> torch.Tensor:
     """Each C-vector replaced by its zero-padded 3x3 neighbourhood, channel-major: (N, 9C, h, w)."""
     n, c, h, w = feat.shape

@@ -17,7 +17,7 @@ from models.registry import make, register
 from models.sampling import BORDER_EPS, corner_shifts, corner_weights, sample_nearest
 from utils.coord import make_coord
 from utils.errors import UserError
-from utils.testtime import TestTime
+from utils.testtime import CELL_MAX_SCALE, TestTime
 
 # fc1's width is fixed in the authors' model, whatever `width` is
 HEAD_HIDDEN = 256
@@ -145,7 +145,7 @@ class SRNO(ImplicitSR):
 
     def test_time(self) -> TestTime:
         """The authors' demo.py and test.py --mcell: cells enlarged by max(scale / 4, 1)."""
-        return TestTime(cell_max_scale=4)
+        return TestTime(cell_max_scale=CELL_MAX_SCALE)
 
     @property
     def query_bytes(self) -> int:

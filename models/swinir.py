@@ -5,7 +5,7 @@ into residual groups, with the authors' state-dict keys (buffers included). The 
 at the bottom/right to a multiple of the window and the result is NOT cropped: a 12 x 10 input
 gives a 16 x 16 feature map, as the authors' encoder does.
 """
-from typing import Optional, Sequence, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -17,6 +17,8 @@ from utils.errors import UserError
 
 OUT_DIM = 64  # the authors' fixed "num_feat": the feature width whatever the other arguments
 MASKED = -100.0  # the authors' additive mask value (not -inf: masked weights are subnormal, not zero)
+# shift masks made in one forward, by (h, w, ws, shift): the blocks of every stage share them
+MaskCache = Dict[Tuple[int, int, int, int], torch.Tensor]
 
 
 def relative_position_index(ws: int) -> torch.Tensor:
@@ -123,7 +125,8 @@ class SwinBlock(nn.Module):
     """LN, (shifted-)window attention, residual; LN, MLP, residual.
 
     Shifted blocks keep the authors' `attn_mask` buffer, made for the design size img_size; any
-    other map size gets its mask computed in forward (nothing kept between calls).
+    other map size gets its mask computed in forward, once per SwinIR forward for all its blocks
+    (nothing kept between calls).
     """
 
     def __init__(self, dim: int, img_size: Tuple[int, int], num_heads: int, ws: int, shift: int,
@@ -143,21 +146,27 @@ class SwinBlock(nn.Module):
         self.norm2 = nn.LayerNorm(dim)
         self.mlp = Mlp(dim, int(dim * mlp_ratio), drop)
 
-    def mask_for(self, h: int, w: int, device: torch.device) -> Optional[torch.Tensor]:
-        """The shift mask of an h x w map: the stored buffer at the design size, else freshly made."""
+    def mask_for(self, h: int, w: int, device: torch.device,
+                 masks: Optional[MaskCache] = None) -> Optional[torch.Tensor]:
+        """The shift mask of an h x w map: the stored buffer at the design size, else made (once per masks)."""
         if not self.shift:
             return None
         if (h, w) == self.img_size:
             return self.attn_mask
-        return shift_mask(h, w, self.ws, self.shift, device)
+        if masks is None:
+            return shift_mask(h, w, self.ws, self.shift, device)
+        key = (h, w, self.ws, self.shift)
+        if key not in masks:
+            masks[key] = shift_mask(h, w, self.ws, self.shift, device)
+        return masks[key]
 
-    def forward(self, x: torch.Tensor, h: int, w: int) -> torch.Tensor:
-        """x: tokens (B, h * w, C) of an h x w map, row-major."""
+    def forward(self, x: torch.Tensor, h: int, w: int, masks: Optional[MaskCache] = None) -> torch.Tensor:
+        """x: tokens (B, h * w, C) of an h x w map, row-major; masks: shift masks shared by the forward's blocks."""
         b, _, c = x.shape
         a = self.norm1(x).view(b, h, w, c)
         if self.shift:
             a = torch.roll(a, (-self.shift, -self.shift), (1, 2))
-        a = self.attn(window_partition(a, self.ws), self.mask_for(h, w, x.device))
+        a = self.attn(window_partition(a, self.ws), self.mask_for(h, w, x.device, masks))
         a = window_merge(a, self.ws, h, w)
         if self.shift:
             a = torch.roll(a, (self.shift, self.shift), (1, 2))
@@ -173,12 +182,13 @@ class SwinStage(nn.Module):
         self.blocks = nn.ModuleList(blocks)
         self.use_checkpoint = use_checkpoint
 
-    def forward(self, x: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, h: int, w: int, masks: Optional[MaskCache] = None) -> torch.Tensor:
+        """The blocks in turn on tokens x of an h x w map; masks as in SwinBlock.forward."""
         for blk in self.blocks:
             if self.use_checkpoint and torch.is_grad_enabled():
-                x = checkpoint(blk, x, h, w, use_reentrant=False)
+                x = checkpoint(blk, x, h, w, masks, use_reentrant=False)
             else:
-                x = blk(x, h, w)
+                x = blk(x, h, w, masks)
         return x
 
 
@@ -211,8 +221,9 @@ class RSTB(nn.Module):
         self.residual_group = residual_group
         self.conv = conv
 
-    def forward(self, t: torch.Tensor, h: int, w: int) -> torch.Tensor:
-        return tokens(self.conv(untokens(self.residual_group(t, h, w), h, w))) + t
+    def forward(self, t: torch.Tensor, h: int, w: int, masks: Optional[MaskCache] = None) -> torch.Tensor:
+        """The Swin blocks, the closing conv and the skip on tokens t of an h x w map; masks as in SwinBlock.forward."""
+        return tokens(self.conv(untokens(self.residual_group(t, h, w, masks), h, w))) + t
 
 
 class PatchEmbed(nn.Module):
@@ -289,8 +300,10 @@ class SwinIR(nn.Module):
         f0 = self.conv_first(self.pad(x))
         h, w = f0.shape[-2:]
         t = self.pos_drop(self.patch_embed(f0))
+        # off the design size every shifted block needs the same mask: made once here, not once per block
+        masks: MaskCache = {}
         for layer in self.layers:
-            t = layer(t, h, w)
+            t = layer(t, h, w, masks)
         y = self.conv_after_body(untokens(self.norm(t), h, w)) + f0
         return self.conv_before_upsample(y)
 

@@ -12,6 +12,9 @@ import torch
 
 from utils.errors import UserError
 
+# LTE, SRNO and LMF all train on x1-x4 and evaluate beyond it with the cell enlarged (LTE.md, test-time protocol)
+CELL_MAX_SCALE = 4
+
 
 @dataclasses.dataclass(frozen=True)
 class TestTime:
