@@ -222,7 +222,7 @@ class RSTB(nn.Module):
         self.conv = conv
 
     def forward(self, t: torch.Tensor, h: int, w: int, masks: Optional[MaskCache] = None) -> torch.Tensor:
-        """The Swin blocks, the closing conv and the skip on tokens t of an h x w map; masks as in SwinBlock.forward."""
+        """The Swin blocks, the closing conv and the skip on tokens t of an h x w map (masks: as SwinBlock's)."""
         return tokens(self.conv(untokens(self.residual_group(t, h, w, masks), h, w))) + t
 
 

@@ -8,6 +8,7 @@ import torch
 
 import models
 from inference.bounded import recommended_test_time, upscale
+from models import swinir
 from models.swinir import SwinBlock, shift_mask
 from models.tiling import receptive_radius
 from tests.conftest import shared_path
@@ -150,6 +151,18 @@ def test_design_size_uses_the_stored_mask_other_sizes_recompute_it():
                 buf.zero_()
         assert torch.equal(enc(x16), ref16)
         assert (enc(x48) - ref48).abs().max() > 1e-3
+
+
+def test_other_sizes_make_each_shift_mask_once_per_forward(monkeypatch):
+    enc, _, _ = small_encoder()
+    shifted = sum(1 for m in enc.modules() if isinstance(m, SwinBlock) and m.shift)
+    made = []
+    real = swinir.shift_mask
+    monkeypatch.setattr(swinir, 'shift_mask', lambda *a, **k: made.append(a[:4]) or real(*a, **k))
+    with torch.no_grad():
+        enc(torch.rand(1, 3, 16, 16))
+        enc(torch.rand(1, 3, 16, 16))
+    assert shifted > 1 and made == [(16, 16, WS, SHIFT)] * 2   # once per forward, not once per shifted block
 
 
 def test_registered_builder_and_its_arguments():
