@@ -14,9 +14,20 @@ if ROOT not in sys.path:
 
 import models  # noqa: E402
 
+# the authors' full-size configurations with the EDSR-baseline encoder, as the benchmarks build them
+EDSR_BASELINE = {'name': 'edsr-baseline', 'args': {'no_upsampling': True}}
 PAPER_LIIF = {'name': 'liif', 'args': {
-    'encoder_spec': {'name': 'edsr-baseline', 'args': {'no_upsampling': True}},
+    'encoder_spec': EDSR_BASELINE,
     'imnet_spec': {'name': 'mlp', 'args': {'out_dim': 3, 'hidden_list': [256, 256, 256, 256]}}}}
+PAPER_LTE = {'name': 'lte', 'args': {
+    'encoder_spec': EDSR_BASELINE, 'hidden_dim': 256,
+    'imnet_spec': {'name': 'mlp', 'args': {'out_dim': 3, 'hidden_list': [256, 256, 256]}}}}
+PAPER_LMLIIF = {'name': 'lmliif', 'args': {
+    'encoder_spec': EDSR_BASELINE,
+    'imnet_spec': {'name': 'lmmlp', 'args': {'out_dim': 3, 'hidden_dim': 16, 'hidden_depth': 6,
+                                             'mod_scale': True, 'mod_shift': True}},
+    'hypernet_spec': {'name': 'mlp', 'args': {'out_dim': 208, 'hidden_list': [208]}},
+    'local_ensemble': True, 'feat_unfold': True, 'cell_decode': True, 'mod_input': True}}
 
 
 def paper_model(device: str, seed: int = 0) -> torch.nn.Module:
@@ -31,8 +42,8 @@ def sync(device: str) -> None:
         torch.cuda.synchronize(device)
 
 
-def median_time(fn: Callable[[], Any], device: str, repeat: int, warmup: int = 1) -> float:
-    """Median wall-clock seconds of fn() over `repeat` runs after `warmup` runs."""
+def run_times(fn: Callable[[], Any], device: str, repeat: int, warmup: int = 1) -> List[float]:
+    """Wall-clock seconds of each of `repeat` runs of fn() after `warmup` runs."""
     for _ in range(warmup):
         fn()
     sync(device)
@@ -42,7 +53,12 @@ def median_time(fn: Callable[[], Any], device: str, repeat: int, warmup: int = 1
         fn()
         sync(device)
         times.append(time.perf_counter() - t)
-    times.sort()
+    return times
+
+
+def median_time(fn: Callable[[], Any], device: str, repeat: int, warmup: int = 1) -> float:
+    """Median wall-clock seconds of fn() over `repeat` runs after `warmup` runs (the upper one of an even count)."""
+    times = sorted(run_times(fn, device, repeat, warmup))
     return times[len(times) // 2]
 
 

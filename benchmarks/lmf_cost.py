@@ -15,8 +15,7 @@ import argparse
 import os
 import statistics
 import sys
-import time
-from typing import Callable, List
+from typing import Callable
 
 import torch
 from torch import nn
@@ -25,19 +24,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 import models  # noqa: E402
+from benchmarks.common import PAPER_LIIF, PAPER_LMLIIF, run_times  # noqa: E402
 from inference.bounded import upscale  # noqa: E402
 from utils.coord import make_cell, make_coord  # noqa: E402
-
-ENCODER = {'name': 'edsr-baseline', 'args': {'no_upsampling': True}}
-LIIF = {'name': 'liif', 'args': {'encoder_spec': ENCODER, 'imnet_spec': {
-    'name': 'mlp', 'args': {'out_dim': 3, 'hidden_list': [256, 256, 256, 256]}}}}
-LMLIIF = {'name': 'lmliif', 'args': {
-    'encoder_spec': ENCODER,
-    'imnet_spec': {'name': 'lmmlp', 'args': {'out_dim': 3, 'hidden_dim': 16, 'hidden_depth': 6,
-                                             'mod_scale': True, 'mod_shift': True}},
-    'hypernet_spec': {'name': 'mlp', 'args': {'out_dim': 208, 'hidden_list': [208]}},
-    'local_ensemble': True, 'feat_unfold': True, 'cell_decode': True, 'mod_input': True}}
-
 
 def linear_macs(module: nn.Module) -> int:
     """Multiply-adds of one row through every Linear of module."""
@@ -45,14 +34,8 @@ def linear_macs(module: nn.Module) -> int:
 
 
 def median_seconds(fn: Callable[[], object], repeats: int) -> float:
-    """Median wall time of fn() over repeats runs (one warm-up first)."""
-    fn()
-    times: List[float] = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    """Median wall time of fn() over repeats runs (one warm-up first; the mean of the middle two if even)."""
+    return statistics.median(run_times(fn, 'cpu', repeats))
 
 
 def main(argv=None) -> int:
@@ -66,7 +49,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    liif, lmliif = models.make(LIIF).eval(), models.make(LMLIIF).eval()
+    liif, lmliif = models.make(PAPER_LIIF).eval(), models.make(PAPER_LMLIIF).eval()
     corners = 4
     per_latent = linear_macs(lmliif.hypernet)
     render = linear_macs(lmliif.imnet)

@@ -15,16 +15,14 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks.common import median_time  # noqa: E402
+from benchmarks.common import EDSR_BASELINE, PAPER_LTE, median_time  # noqa: E402
 import models  # noqa: E402
 from models.fast_query import query_mode  # noqa: E402
 from utils.coord import make_cell, make_coord  # noqa: E402
 
-ENCODER = {'name': 'edsr-baseline', 'args': {'no_upsampling': True}}
 SPECS = {
-    'lte': {'name': 'lte', 'args': {'encoder_spec': ENCODER, 'hidden_dim': 256, 'imnet_spec': {
-        'name': 'mlp', 'args': {'out_dim': 3, 'hidden_list': [256, 256, 256]}}}},
-    'lte-fast': {'name': 'lte-fast', 'args': {'encoder_spec': ENCODER, 'num_layer': 3, 'hidden_dim': 256,
+    'lte': PAPER_LTE,
+    'lte-fast': {'name': 'lte-fast', 'args': {'encoder_spec': EDSR_BASELINE, 'num_layer': 3, 'hidden_dim': 256,
                                               'out_dim': 3}},
 }
 

@@ -22,24 +22,17 @@ from torch.utils.flop_counter import FlopCounterMode
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import models  # noqa: E402
-from benchmarks.common import PAPER_LIIF, environment, median_time, peak_rss_mb, run_child  # noqa: E402
+from benchmarks.common import EDSR_BASELINE, PAPER_LIIF, PAPER_LMLIIF, PAPER_LTE  # noqa: E402
+from benchmarks.common import environment, median_time, peak_rss_mb, run_child  # noqa: E402
 from inference.bounded import encode_bounded, upscale  # noqa: E402
 
-EDSR = {'name': 'edsr-baseline', 'args': {'no_upsampling': True}}
 METHODS: Dict[str, Dict[str, Any]] = {
     'LIIF': PAPER_LIIF,
-    'LTE': {'name': 'lte', 'args': {
-        'encoder_spec': EDSR, 'hidden_dim': 256,
-        'imnet_spec': {'name': 'mlp', 'args': {'out_dim': 3, 'hidden_list': [256, 256, 256]}}}},
-    'SRNO': {'name': 'sronet', 'args': {'encoder_spec': EDSR, 'width': 256, 'blocks': 16}},
-    'LMF-LIIF': {'name': 'lmliif', 'args': {
-        'encoder_spec': EDSR,
-        'imnet_spec': {'name': 'lmmlp', 'args': {'out_dim': 3, 'hidden_dim': 16, 'hidden_depth': 6,
-                                                 'mod_scale': True, 'mod_shift': True}},
-        'hypernet_spec': {'name': 'mlp', 'args': {'out_dim': 208, 'hidden_list': [208]}},
-        'local_ensemble': True, 'feat_unfold': True, 'cell_decode': True, 'mod_input': True}},
+    'LTE': PAPER_LTE,
+    'SRNO': {'name': 'sronet', 'args': {'encoder_spec': EDSR_BASELINE, 'width': 256, 'blocks': 16}},
+    'LMF-LIIF': PAPER_LMLIIF,
     'LMF-LTE': {'name': 'lmlte', 'args': {
-        'encoder_spec': EDSR,
+        'encoder_spec': EDSR_BASELINE,
         'imnet_spec': {'name': 'lmmlp', 'args': {'out_dim': 3, 'hidden_dim': 16, 'hidden_depth': 8,
                                                  'mod_scale': True, 'mod_shift': True}},
         'hypernet_spec': {'name': 'mlp', 'args': {'out_dim': 288, 'hidden_list': [288]}},

@@ -15,7 +15,7 @@ from torch.utils.data import Dataset
 from datasets.downsample import downsample
 from datasets.registry import register
 from datasets.sample_rng import SampleRNG
-from utils.coord import make_cell, make_coord, to_pixel_samples
+from utils.coord import make_cell, to_pixel_samples
 from utils.errors import UserError
 from utils.image import u8_to_float
 
@@ -76,13 +76,19 @@ def _pixel_samples(lr: torch.Tensor, hr: torch.Tensor, sample_q: Optional[int],
             'gt': rgb.contiguous()}
 
 
-def _training_sample(lr: torch.Tensor, hr: torch.Tensor, augment: bool, sample_q: Optional[int],
-                     rng: np.random.Generator) -> Dict[str, torch.Tensor]:
-    """_pixel_samples of the pair, after one random symmetry of both if `augment` (drawn before the pixels)."""
+def _augmented(lr: torch.Tensor, hr: torch.Tensor, augment: bool,
+               rng: np.random.Generator) -> Tuple[torch.Tensor, torch.Tensor]:
+    """The pair after one random symmetry of both if `augment` (no draw otherwise)."""
     if augment:
         symmetry = Dihedral.draw(rng)
         lr, hr = symmetry.apply(lr), symmetry.apply(hr)
-    return _pixel_samples(lr, hr, sample_q, rng)
+    return lr, hr
+
+
+def _training_sample(lr: torch.Tensor, hr: torch.Tensor, augment: bool, sample_q: Optional[int],
+                     rng: np.random.Generator) -> Dict[str, torch.Tensor]:
+    """_pixel_samples of the pair, after one random symmetry of both if `augment` (drawn before the pixels)."""
+    return _pixel_samples(*_augmented(lr, hr, augment, rng), sample_q, rng)
 
 
 def _resize_short_edge(img: torch.Tensor, size: int, method: str) -> torch.Tensor:
@@ -218,23 +224,16 @@ class SRImplicitDownsampledFast(SRImplicitDownsampled):
 
     def __getitem__(self, idx: int) -> Dict[str, torch.Tensor]:
         rng = self.rng(idx)
-        lr, hr = self._pair(idx, rng)
-        if self.augment:
-            symmetry = Dihedral.draw(rng)
-            lr, hr = symmetry.apply(lr), symmetry.apply(hr)
-        hr_hw = hr.shape[-2:]
-        coord = make_coord(hr_hw, flatten=False)
-        gt = hr.contiguous()
-        if self.sample_q is not None:
-            side = self.inp_size
-            if self.sample_q > hr_hw[0] * hr_hw[1]:
-                raise UserError(f"an HR crop of {tuple(hr_hw)} px has fewer pixels than the {side} x {side} "
-                                f"grid of targets (scale below 1?)")
-            chosen = torch.from_numpy(rng.choice(hr_hw[0] * hr_hw[1], self.sample_q, replace=False))
-            coord = coord.view(-1, 2)[chosen].view(side, side, 2)
-            gt = gt.view(gt.shape[0], -1)[:, chosen].view(gt.shape[0], side, side)
-        cell = torch.tensor([2 / hr_hw[0], 2 / hr_hw[1]], dtype=torch.float32)
-        return {'inp': lr.contiguous(), 'coord': coord, 'cell': cell, 'gt': gt}
+        lr, hr = _augmented(*self._pair(idx, rng), self.augment, rng)
+        # the LIIF sample laid out as a grid: checked first to name the grid in the error
+        grid = tuple(hr.shape[-2:]) if self.sample_q is None else (self.inp_size, self.inp_size)
+        if self.sample_q is not None and self.sample_q > hr.shape[-2] * hr.shape[-1]:
+            raise UserError(f"an HR crop of {tuple(hr.shape[-2:])} px has fewer pixels than the {grid[0]} x {grid[1]} "
+                            f"grid of targets (scale below 1?)")
+        sample = _pixel_samples(lr, hr, self.sample_q, rng)
+        # one cell per sample, copied: a view would carry every query's cell along to the loader
+        return {'inp': sample['inp'], 'coord': sample['coord'].view(*grid, 2), 'cell': sample['cell'][0].clone(),
+                'gt': sample['gt'].t().contiguous().view(-1, *grid)}
 
 
 @register('sr-implicit-uniform-varied')

@@ -23,10 +23,9 @@ from datasets.image_folder import list_images
 from datasets.matlab_lr import ensure_matlab_lr
 from utils.errors import UserError
 from utils.imresize import imresize
-from inference.bounded import upscale
+from inference.bounded import output_grid, upscale
 from utils.metrics import psnr, squared_error, ssim
 from models.srno import SRNO, authors_row_chunked
-from utils.coord import make_coord
 from utils.norm import IDENTITY, DataNorm
 from utils.testtime import NONE as NO_TEST_TIME, TestTime
 
@@ -179,10 +178,11 @@ def row_chunked_predictor(model: torch.nn.Module, norm: Union[DataNorm, Mapping[
     norm = _as_norm(norm)
 
     def predict(inp: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
-        n, (h, w) = inp.shape[0], inp.shape[-2:]
-        coord = make_coord(size, flatten=False, device=inp.device).expand(n, *size, 2)
-        factor = test_time.cell_factor(max(size[0] / h, size[1] / w))
-        cell = torch.tensor([2 / size[0], 2 / size[1]], device=inp.device).expand(n, 2) * factor
+        n, in_hw = inp.shape[0], inp.shape[-2:]
+        # no window padding here, so the model sees the input as it is
+        grid = output_grid(in_hw, size, in_hw, test_time, inp.device)
+        coord = torch.stack(torch.meshgrid(grid.rows, grid.cols, indexing='ij'), dim=-1).expand(n, *size, 2)
+        cell = torch.tensor(grid.cell, device=inp.device).expand(n, 2)
         pred = authors_row_chunked(model, norm.inp(inp), coord, cell, rows)
         return norm.output(pred, channel_dim=-3).clamp_(0, 1)
     return predict

@@ -25,6 +25,7 @@ import models  # noqa: E402
 from models.srno import authors_row_chunked  # noqa: E402
 from utils.cli import run_cli  # noqa: E402
 from utils.errors import UserError  # noqa: E402
+from utils.metrics import max_scaled_error  # noqa: E402
 
 SHARED = os.environ.get('LIIF_SHARED', os.path.join(ROOT, '..', 'shared'))
 
@@ -42,8 +43,8 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
 
 
 def scaled_error(got: torch.Tensor, want: torch.Tensor) -> float:
-    """max |got - want| / max(1, |want|), on the CPU in fp32."""
-    return ((got.float().cpu() - want).abs() / want.abs().clamp_min(1)).max().item()
+    """max_scaled_error of a device (or bf16) output against the fp32 CPU reference."""
+    return max_scaled_error(got.float().cpu(), want)
 
 
 def check_file(path: str, device: torch.device, bf16: bool) -> float:

@@ -1,7 +1,5 @@
 """demo.py: any PIL image to any size, bounded memory, one-line errors and no output on failure."""
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -10,8 +8,8 @@ from PIL import Image
 
 import demo
 from tests.conftest import shared_path
-from tests.helpers import (ENCODER_ONLY, PER_CHANNEL_NORM, ROOT, TINY_LIIF, error_lines,  # noqa: F401
-                           manual_upscale, one_thread, run_script, save_model)
+from tests.helpers import (ENCODER_ONLY, PER_CHANNEL_NORM, TINY_LIIF, error_lines,  # noqa: F401
+                           load_script, manual_upscale, one_thread, run_script, save_model)
 from models import fast_query
 from utils.coord import make_cell, make_coord
 from utils.amp import Precision
@@ -114,17 +112,13 @@ def test_memory_is_bounded_by_the_output(tmp_path, precision):
     model = save_model(tmp_path / 'tiny.pth', TINY_LIIF)
     loaded = load_sr_model(model, torch.device('cpu'))
     assert loaded.query_mode == 'fast' and fast_query.mlp_layers(loaded.imnet)  # the path measured below
-    code = ("import resource, runpy, sys\nsys.argv = ['demo.py'] + sys.argv[1:]\n"
-            "runpy.run_path('demo.py', run_name='__main__')\n"
-            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n")
+    # demo_memory's child: demo.py in a fresh interpreter that prints its own peak RSS
+    run_demo = load_script('benchmarks/demo_memory.py').run_demo
     peaks = {}
     for scale in (1, 40):
-        proc = subprocess.run([sys.executable, '-c', code, '--input', str(tmp_path / 'in.png'), '--model', model,
-                               '--scale', str(scale), '--output', str(tmp_path / f'x{scale}.bmp'),
-                               '--precision', precision],
-                              cwd=ROOT, capture_output=True, text=True, env={**os.environ, 'OMP_NUM_THREADS': '1'})
-        assert proc.returncode == 0, proc.stderr
-        peaks[scale] = int(proc.stdout.split()[-1]) * 1024
+        result = run_demo(str(tmp_path / 'in.png'), scale, precision, model, str(tmp_path / f'x{scale}.bmp'), 1)
+        assert 'error' not in result, result
+        peaks[scale] = result['rss_mb'] * 2 ** 20  # exactly ru_maxrss KiB x 1024
     assert Image.open(tmp_path / 'x40.bmp').size == (1920, 1920)
     pixels = 1920 * 1920
     # measured 8.0 bytes per output pixel: the uint8 output (3) and PIL's copy of it while saving.

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from datasets.wrappers import GRID_WRAPPERS
 from evaluation.protocol import batched_mean, batched_psnr, parse_eval_type, query_image, query_squared_error
 from training.dist import DistInfo, all_gather_objects, all_reduce_tensor
 from training.monitor import Monitor
@@ -41,10 +42,11 @@ def check_layout(model: torch.nn.Module, batch: Dict[str, torch.Tensor]) -> str:
     """The batch's layout, which must be the one the model is queried in (query_layout); else a UserError."""
     model = getattr(model, 'module', model)
     layout, wanted = sample_layout(batch), getattr(model, 'query_layout', 'points')
+    # config validation refuses a wrapper of the wrong layout by name; this catches any other source of batches
     if layout != wanted:
         raise UserError(f"{type(model).__name__} is queried with {wanted} samples, but the wrapper gives {layout} "
                         f"samples (coord {tuple(batch['coord'].shape)}): use "
-                        f"{'sr-implicit-downsampled-fast' if wanted == 'grid' else 'a points wrapper'}")
+                        f"{', '.join(GRID_WRAPPERS) if wanted == 'grid' else 'a points wrapper'}")
     return layout
 
 

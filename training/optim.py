@@ -1,4 +1,5 @@
 """Optimizer and learning-rate schedule from the config (the authors' adam / sgd, multi_step_lr, warmup_cosine_lr)."""
+import bisect
 import math
 from typing import Any, Dict, Iterable, List, Optional, Union
 
@@ -33,13 +34,26 @@ class WarmupCosineLR(LRScheduler):
 
     def set_epoch(self, epoch: int) -> None:
         """Put the schedule at `epoch` completed epochs (resume): no state beyond the base lr is needed."""
-        self.last_epoch = epoch
-        for group, lr in zip(self.optimizer.param_groups, self.get_lr()):
-            group['lr'] = lr
-        self._last_lr = [g['lr'] for g in self.optimizer.param_groups]
+        put_at_epoch(self, epoch, [base * self.factor(epoch) for base in self.base_lrs])
 
 
 Scheduler = Union[MultiStepLR, WarmupCosineLR]
+
+
+def put_at_epoch(scheduler: LRScheduler, epoch: int, lrs: List[float]) -> None:
+    """A scheduler at `epoch` completed epochs with these lrs, set directly (a resume in closed form)."""
+    # no step(): stepping would re-apply the schedule to an lr that already holds it
+    scheduler.last_epoch = epoch
+    for group, lr in zip(scheduler.optimizer.param_groups, lrs):
+        group['lr'] = lr
+    scheduler._last_lr = [g['lr'] for g in scheduler.optimizer.param_groups]
+
+
+def multi_step_at_epoch(scheduler: MultiStepLR, epoch: int) -> None:
+    """Put a fresh MultiStepLR at `epoch` completed epochs without re-applying decays to the loaded lr."""
+    milestones = sorted(scheduler.milestones.elements())
+    put_at_epoch(scheduler, epoch, [base * scheduler.gamma ** bisect.bisect_right(milestones, epoch)
+                                    for base in scheduler.base_lrs])
 
 
 def make_optimizer(params: Iterable[torch.nn.Parameter], spec: Dict[str, Any]) -> torch.optim.Optimizer:

@@ -1,5 +1,4 @@
 """What a checkpoint holds beyond the released format, so that a stopped run resumes bit-exactly."""
-import bisect
 import collections
 import inspect
 import random
@@ -11,7 +10,7 @@ import torch
 
 from training.config import OPTIMIZERS
 from training.dist import DistInfo, all_gather_objects
-from training.optim import WarmupCosineLR
+from training.optim import WarmupCosineLR, multi_step_at_epoch
 from utils.checkpoint import model_spec, save_checkpoint
 from utils.errors import UserError
 from utils.norm import DataNorm
@@ -100,15 +99,6 @@ def write(ckpt: Dict[str, Any], path: str) -> None:
     """Atomically save a checkpoint dict (a crash mid-save keeps the previous file)."""
     extra = {k: v for k, v in ckpt.items() if k != 'model'}
     save_checkpoint(path, ckpt['model'], **extra)
-
-
-def _closed_form_lr(scheduler: Any, epoch: int) -> None:
-    """Put a fresh MultiStepLR at `epoch` completed epochs without re-applying decays to the loaded lr."""
-    milestones = sorted(scheduler.milestones.elements())
-    scheduler.last_epoch = epoch
-    for group, base in zip(scheduler.optimizer.param_groups, scheduler.base_lrs):
-        group['lr'] = base * scheduler.gamma ** bisect.bisect_right(milestones, epoch)
-    scheduler._last_lr = [g['lr'] for g in scheduler.optimizer.param_groups]
 
 
 def _base_lr(name: str, args: Dict[str, Any]) -> float:
@@ -211,7 +201,7 @@ def restore(ckpt: Dict[str, Any], model: torch.nn.Module, optimizer: torch.optim
             scheduler.base_lrs = [g['initial_lr'] for g in optimizer.param_groups]
             scheduler._last_lr = [g['lr'] for g in optimizer.param_groups]
         else:
-            _closed_form_lr(scheduler, epoch_done)
+            multi_step_at_epoch(scheduler, epoch_done)
     if state is None:
         return Restored(Progress(epoch=epoch_done + 1), changes)
     if scaler.is_enabled() and state['scaler'] is not None:

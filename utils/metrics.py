@@ -96,3 +96,8 @@ def ssim(sr: torch.Tensor, hr: torch.Tensor, shave: int = 0, round_u8: bool = Fa
     out = ssim_map.flatten(1).mean(dim=1)
     return out[0] if single else out
 
+
+def max_scaled_error(got: torch.Tensor, want: torch.Tensor) -> float:
+    """max |got - want| / max(1, |want|): absolute error for values up to 1, relative above."""
+    # relative above 1 so that large outputs (unbounded features) are judged at their own precision
+    return ((got - want).abs() / want.abs().clamp(min=1)).max().item()
